@@ -1,0 +1,105 @@
+"""One small module that lets NumPy and CuPy share every line of minifrcnn.
+
+The idea (from DeZero): no op ever writes ``numpy.`` directly. It asks its
+input which array module it belongs to and uses that one::
+
+    xp = get_array_module(x)        # numpy for a numpy array, cupy for a cupy array
+    out = xp.maximum(x, 0)          # the same line runs on the CPU and on the GPU
+
+Which device a run uses comes from an argument or from the environment:
+
+    MINIFRCNN_DEVICE=cpu    (default) NumPy
+    MINIFRCNN_DEVICE=cuda   CuPy; a clear error if no usable GPU is present
+
+"cuda" without a usable GPU is a ``DeviceError`` with one readable line.
+``cupy.is_available()`` is the test, not a failed import: CuPy can be
+installed on a machine with no GPU or no driver.
+"""
+import os
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (for example cuda without a GPU)."""
+
+
+def _cupy_module():
+    """Return the cupy module if it is importable, else None (never raises)."""
+    try:
+        import cupy
+    except Exception:  # ImportError, or a broken CUDA install raising on import
+        return None
+    return cupy
+
+
+def resolve_device(device=None):
+    """Return "cpu" or "cuda": the argument if given, else $MINIFRCNN_DEVICE, else "cpu".
+
+    Raises ValueError for an unknown name and DeviceError when "cuda" is asked
+    for without a usable GPU.
+    """
+    source = "argument device"
+    if device is None:
+        device = os.environ.get("MINIFRCNN_DEVICE", "") or "cpu"
+        source = "MINIFRCNN_DEVICE"
+    name = str(device).strip().lower()
+    if name not in DEVICES:
+        raise ValueError(f"{source}={device!r}: expected one of {', '.join(DEVICES)}")
+    if name == "cuda":
+        cupy = _cupy_module()
+        if cupy is None:
+            raise DeviceError(
+                f"{source}=cuda, but CuPy is not installed: "
+                "pip install -r requirements-gpu.txt, or use the cpu device")
+        try:
+            available = bool(cupy.is_available())
+        except Exception:
+            available = False
+        if not available:
+            raise DeviceError(
+                f"{source}=cuda, but CuPy finds no usable GPU (cupy.is_available() is False): "
+                "check the NVIDIA driver, or use the cpu device")
+    return name
+
+
+def array_module_for(device=None):
+    """The array module (numpy or cupy) for a device name (see resolve_device)."""
+    if resolve_device(device) == "cuda":
+        return _cupy_module()
+    return np
+
+
+def is_cupy_array(x):
+    """True for a cupy.ndarray, checked without importing cupy."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy if any argument is a CuPy array (like cupy.get_array_module)."""
+    for a in arrays:
+        if is_cupy_array(a):
+            return _cupy_module()
+    return np
+
+
+def to_numpy(x):
+    """A NumPy copy (or view) of x, wherever x lives. Scalars and lists pass through np.asarray."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_device(x, device=None):
+    """x as an array on `device` ("cpu" or "cuda"; None means MINIFRCNN_DEVICE)."""
+    xp = array_module_for(device)
+    if xp is np:
+        return to_numpy(x)
+    return xp.asarray(x)
+
+
+def device_of(x):
+    """"cuda" for a CuPy array, "cpu" otherwise."""
+    return "cuda" if is_cupy_array(x) else "cpu"
