@@ -7,3 +7,11 @@ Each op takes its array module (numpy or cupy) from its inputs.
     out, cache = ops.conv2d_forward(x, w, b, stride=1, pad=1)
     dx, dw, db = ops.conv2d_backward(dout, cache)
 """
+from .losses import smooth_l1, smooth_l1_reference, softmax_cross_entropy, softmax_cross_entropy_reference  # noqa: F401
+from .conv import (  # noqa: F401
+    col2im, conv2d_backward, conv2d_backward_reference, conv2d_forward, conv2d_forward_reference, im2col,
+    im2col_reference)
+from .pool import (  # noqa: F401
+    max_pool2d_backward, max_pool2d_backward_reference, max_pool2d_forward, max_pool2d_forward_reference)
+from .linear import linear_backward, linear_forward  # noqa: F401
+from .relu import relu_backward, relu_forward  # noqa: F401

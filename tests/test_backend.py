@@ -1,0 +1,67 @@
+"""backend.py: device selection and the NumPy/CuPy helpers (the cupy paths are faked or skipped)."""
+import numpy as np
+import pytest
+
+from minifrcnn import backend
+from minifrcnn.backend import DeviceError, get_array_module, resolve_device, to_device, to_numpy
+
+
+def test_default_device_is_cpu(monkeypatch):
+    monkeypatch.delenv("MINIFRCNN_DEVICE", raising=False)
+    assert resolve_device() == "cpu"
+    assert backend.array_module_for() is np
+
+
+def test_env_variable_and_argument(monkeypatch):
+    monkeypatch.setenv("MINIFRCNN_DEVICE", "CPU")
+    assert resolve_device() == "cpu"
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_unknown_device_names_the_source(monkeypatch):
+    monkeypatch.setenv("MINIFRCNN_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="MINIFRCNN_DEVICE='tpu'.*cpu, cuda"):
+        resolve_device()
+    with pytest.raises(ValueError, match="argument device='gpu'"):
+        resolve_device("gpu")
+
+
+def test_cuda_without_cupy_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy_module", lambda: None)
+    with pytest.raises(DeviceError, match="CuPy is not installed") as info:
+        resolve_device("cuda")
+    assert "\n" not in str(info.value)
+
+
+def test_cuda_without_gpu_uses_is_available(monkeypatch):
+    class FakeCupy:
+        @staticmethod
+        def is_available():
+            return False
+
+    monkeypatch.setattr(backend, "_cupy_module", lambda: FakeCupy)
+    with pytest.raises(DeviceError, match=r"is_available\(\) is False"):
+        resolve_device("cuda")
+    monkeypatch.setenv("MINIFRCNN_DEVICE", "cuda")
+    with pytest.raises(DeviceError, match="MINIFRCNN_DEVICE=cuda"):
+        to_device(np.zeros(3))
+
+
+def test_numpy_round_trip():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert get_array_module(x) is np
+    assert get_array_module(x, 1.0, None) is np
+    y = to_device(x, "cpu")
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32
+    np.testing.assert_array_equal(to_numpy(y), x)
+    assert backend.device_of(x) == "cpu"
+
+
+def test_cupy_round_trip_when_a_gpu_is_present():
+    cupy = pytest.importorskip("cupy")
+    if not cupy.is_available():
+        pytest.skip("no usable GPU")
+    x = np.arange(6, dtype=np.float32)
+    g = to_device(x, "cuda")
+    assert get_array_module(g) is cupy and backend.device_of(g) == "cuda"
+    np.testing.assert_array_equal(to_numpy(g), x)
