@@ -15,3 +15,7 @@ from .pool import (  # noqa: F401
     max_pool2d_backward, max_pool2d_backward_reference, max_pool2d_forward, max_pool2d_forward_reference)
 from .linear import linear_backward, linear_forward  # noqa: F401
 from .relu import relu_backward, relu_forward  # noqa: F401
+from .roi_pool import (  # noqa: F401
+    roi_pool_backward, roi_pool_backward_reference, roi_pool_forward, roi_pool_forward_reference)
+from .roi_align import (  # noqa: F401
+    roi_align_backward, roi_align_backward_reference, roi_align_forward, roi_align_forward_reference)
