@@ -93,7 +93,51 @@ def linear_cases(xp, dtype, rng):
         yield f"linear fwd+bwd ({n},{d_in})->{d_out}", run, torch_run
 
 
-CASES = {"conv": conv_cases, "pool": pool_cases, "linear": linear_cases}
+def proposal_like_rois(rng, k, img_h, img_w, min_side, max_side):
+    """(k, 5) RoIs on image 0: uniform centres, log-uniform sides, clipped to the image."""
+    cx, cy = rng.uniform(0, img_w, k), rng.uniform(0, img_h, k)
+    w = np.exp(rng.uniform(np.log(min_side), np.log(max_side), k))
+    h = np.exp(rng.uniform(np.log(min_side), np.log(max_side), k))
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    boxes = np.clip(boxes, 0, [img_w - 1, img_h - 1, img_w - 1, img_h - 1])
+    return np.concatenate([np.zeros((k, 1)), boxes], axis=1)
+
+
+def roi_cases(xp, dtype, rng):
+    """The issue's target shape: 128 RoIs, 7x7, on a (1, 256, 38, 50) map (600x800 at stride 16)."""
+    feat = xp.asarray(rng.standard_normal((1, 256, 38, 50)), dtype=dtype)
+    for name, (lo, hi) in {"proposal-like": (32, 512), "large": (256, 800)}.items():
+        rois = xp.asarray(proposal_like_rois(rng, 128, 38 * 16, 50 * 16, lo, hi), dtype=dtype)
+        for op, forward, backward in [("roi_pool", ops.roi_pool_forward, ops.roi_pool_backward),
+                                      ("roi_align", ops.roi_align_forward, ops.roi_align_backward)]:
+            def run(forward=forward, backward=backward, rois=rois):
+                out, cache = forward(feat, rois, (7, 7), 1 / 16)
+                return backward(out, cache)
+
+            yield f"{op} fwd+bwd 128 {name} RoIs (1,256,38,50)", run, None
+
+
+def rpn_like_boxes(rng, n, img_h=600, img_w=1000, stride=16):
+    """n boxes as the RPN's proposal layer sees them before NMS: the paper's 9 anchors over a
+    600 x 1000 image, randomly chosen and jittered by small deltas, clipped to the image."""
+    from .anchors import generate_base_anchors, grid_anchors
+    from .boxes import clip_boxes, decode
+    anchors = grid_anchors(generate_base_anchors(), img_h // stride, img_w // stride, stride)
+    pick = rng.choice(len(anchors), size=n, replace=False)
+    deltas = rng.normal(0, 0.1, (n, 4))
+    return clip_boxes(decode(anchors[pick].astype(np.float64), deltas), (img_h, img_w))
+
+
+def nms_cases(xp, dtype, rng):
+    """NMS at 0.7 over 6000 pre-NMS proposals (the paper's test-time pre-NMS top-N)."""
+    from .boxes import nms
+    boxes = xp.asarray(rpn_like_boxes(rng, 6000), dtype=dtype)
+    scores = xp.asarray(rng.random(6000), dtype=dtype)
+    yield "nms 6000 RPN-like boxes, IoU 0.7", (lambda: nms(boxes, scores, 0.7)), None
+
+
+CASES = {"conv": conv_cases, "pool": pool_cases, "linear": linear_cases, "roi": roi_cases,
+         "nms": nms_cases}
 
 
 # --- PyTorch side by side (only if torch is importable; never a dependency) ----------------
@@ -188,6 +232,8 @@ def run_bench(device=None, repeat=10, only=None, with_torch=True, out=print):
                 theirs = median_time(torch_fn, np, repeat)
                 row["torch_ms"] = theirs * 1e3
                 line += f" {theirs * 1e3:.2f} | {ours / theirs:.2f} |"
+            elif torch is not None:
+                line += " | |"
             rows.append(row)
             out(line)
     return rows

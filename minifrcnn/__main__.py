@@ -1,0 +1,239 @@
+"""Command line: python -m minifrcnn make-shapes | train | evaluate | detect | bench
+
+    python -m minifrcnn make-shapes --out data/shapes                 # a VOC folder, train + test
+    python -m minifrcnn train --dataset shapes --out runs/shapes      # trains, then prints test mAP
+    python -m minifrcnn evaluate --checkpoint runs/shapes/model.npz --dataset shapes --split test
+    python -m minifrcnn detect --checkpoint runs/shapes/model.npz img.png --out detections/
+    python -m minifrcnn bench
+
+Every error a user can cause (a bad file, a bad flag, no GPU) ends in one line naming the
+file, image or argument, and exit code 2; never a traceback.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .backend import DeviceError, resolve_device
+from .train import TrainingDiverged
+
+SHAPES_TRAIN_IMAGES = 2000
+SHAPES_TEST_IMAGES = 300
+
+
+# --- data sets --------------------------------------------------------------------------------
+def load_split(dataset, data_dir, split, data_seed=0, num_images=None, class_names=None):
+    """(samples, class_names) for a split of `dataset` ("shapes" or "voc").
+
+    shapes: read from data_dir if it holds a VOC folder with that split, else made on the fly
+    from data_seed (the same data every time). voc: data_dir is required.
+    """
+    from .data import shapes
+    from .data.voc import VOCDataset
+    if dataset == "shapes" and not (data_dir and _has_split(data_dir, split)):
+        if num_images is None:
+            num_images = SHAPES_TRAIN_IMAGES if split == "train" else SHAPES_TEST_IMAGES
+        return shapes.make_split(split, num_images, seed=data_seed), tuple(shapes.CLASS_NAMES)
+    if not data_dir:
+        raise ValueError(f"--data-dir: required for --dataset {dataset}")
+    ds = VOCDataset(data_dir, split, class_names=class_names)
+    samples = [ds[i] for i in range(len(ds))]
+    if num_images is not None:
+        samples = samples[:num_images]
+    return samples, tuple(ds.class_names)
+
+
+def _has_split(data_dir, split):
+    return os.path.exists(os.path.join(data_dir, "ImageSets", "Main", f"{split}.txt"))
+
+
+def config_for_data(samples, class_names, seed=0, min_size=None, max_size=None, **overrides):
+    """The training config for a data set: the small-image preset, sized to the data.
+
+    The image size is the median shorter side of the training images (never up-scaled),
+    unless --min-size / --max-size say otherwise; the anchors scale with it, so the largest
+    anchor is about half the shorter side, as 64 px anchors are for 128 px images.
+    """
+    from .config import Config
+    shorter = int(np.median([min(s["image"].shape[:2]) for s in samples]))
+    min_size = int(min_size or min(shorter, 600))
+    max_size = int(max_size or max(min_size, int(round(min_size * 1000 / 600))))
+    factor = min_size / 128.0
+    scales = tuple(round(s * factor, 3) for s in (2, 4, 8))
+    return Config.small(num_classes=len(class_names), class_names=tuple(class_names), seed=seed,
+                        image_min_size=min_size, image_max_size=max_size,
+                        anchor_scales=scales, rpn_min_size=4.0 * factor, **overrides)
+
+
+# --- commands ---------------------------------------------------------------------------------
+def cmd_make_shapes(args):
+    from .data import shapes
+    for split, n in (("train", args.train_images), ("test", args.test_images)):
+        shapes.write_voc(shapes.make_split(split, n, seed=args.data_seed), args.out, split)
+    print(f"wrote {args.train_images} train and {args.test_images} test images to {args.out}")
+
+
+def cmd_train(args):
+    from .train import train
+    device = resolve_device(args.device)
+    samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
+                                      args.train_images)
+    if not samples:
+        raise ValueError(f"training split of {args.data_dir or args.dataset} is empty")
+    overrides = {}
+    if args.iters is not None:
+        overrides["iters"] = args.iters
+        overrides["lr_steps"] = (int(args.iters * 0.8),)
+    cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
+                          max_size=args.max_size, **overrides)
+    print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
+          f"{cfg.iters} iterations of {cfg.images_per_batch} images, device {device}")
+    t0 = time.time()
+    model = train(cfg, samples, args.out, device=device, resume=args.resume,
+                  checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
+    if args.no_eval:
+        return
+    test, _ = load_split(args.dataset, args.data_dir, "test", args.data_seed,
+                         class_names=class_names if args.dataset == "voc" else None)
+    _evaluate_and_print(model, test, class_names, os.path.join(args.out, "eval.json"),
+                        os.path.join(args.out, "pr_curves.png"))
+
+
+def cmd_evaluate(args):
+    from .model import FasterRCNN
+    device = resolve_device(args.device)
+    model = FasterRCNN.load(args.checkpoint, device=device)
+    trained = tuple(model.cfg.class_names)
+    if args.dataset == "voc":
+        # The data's own names first, so a checkpoint for other classes is named as such.
+        from .data.voc import VOCDataset
+        data_names = VOCDataset(args.data_dir, args.split).class_names
+        if not set(data_names) <= set(trained):
+            raise ValueError(f"--checkpoint {args.checkpoint}: trained for classes {list(trained)}, "
+                             f"but {args.data_dir} has {sorted(set(data_names) - set(trained))}")
+    samples, class_names = load_split(args.dataset, args.data_dir, args.split, args.data_seed,
+                                      class_names=trained if args.dataset == "voc" else None)
+    if tuple(class_names) != trained:
+        raise ValueError(f"--checkpoint {args.checkpoint}: trained for classes {list(trained)}, "
+                         f"but the data has {list(class_names)}")
+    _evaluate_and_print(model, samples, class_names, args.json, args.pr_curves)
+
+
+def _evaluate_and_print(model, samples, class_names, json_path=None, png_path=None):
+    from .evaluate import coco_map, evaluate_detections, format_ap_table, plot_pr_curves
+    from .detect import predict_dataset
+    t0 = time.time()
+    dets = predict_dataset(model, samples)
+    seconds = time.time() - t0
+    gts = [{"boxes": s["boxes"], "labels": s["labels"], "difficult": s.get("difficult")}
+           for s in samples]
+    voc = evaluate_detections(dets, gts, class_names, method="area")
+    voc07 = evaluate_detections(dets, gts, class_names, method="voc07")
+    coco = coco_map(dets, gts, class_names)
+    print(format_ap_table(voc, class_names))
+    print(f"mAP@0.5 (area) {voc['map']:.4f} | mAP@0.5 (voc07 11-point) {voc07['map']:.4f} | "
+          f"COCO mAP@[.5:.95] {coco['map']:.4f} | {len(samples)} images, "
+          f"{len(samples) / seconds:.1f} images/s")
+    if json_path:
+        out = {"map": voc["map"], "ap": voc["ap"], "map_voc07": voc07["map"],
+               "coco_map": coco["map"], "coco_map50": coco["map50"], "coco_map75": coco["map75"],
+               "num_images": len(samples), "images_per_second": len(samples) / seconds}
+        with open(json_path, "w") as f:
+            json.dump(out, f, indent=2)
+    if png_path:
+        plot_pr_curves(voc, png_path)
+    return voc
+
+
+def cmd_detect(args):
+    from .detect import detect_files
+    device = resolve_device(args.device)
+    for path in detect_files(args.checkpoint, args.images, args.out, device=device,
+                             score_threshold=args.score_threshold):
+        print(path)
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+    run_bench(args.device, repeat=args.repeat, only=args.only)
+
+
+# --- argument parsing -------------------------------------------------------------------------
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minifrcnn", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("make-shapes", help="write the synthetic shapes data as a VOC folder")
+    s.add_argument("--out", required=True, help="folder to write (VOC layout)")
+    s.add_argument("--train-images", type=int, default=SHAPES_TRAIN_IMAGES)
+    s.add_argument("--test-images", type=int, default=SHAPES_TEST_IMAGES)
+    s.add_argument("--data-seed", type=int, default=0)
+    s.set_defaults(func=cmd_make_shapes)
+
+    s = sub.add_parser("train", help="approximate joint training, then test mAP")
+    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
+    s.add_argument("--data-dir", help="VOC folder (required for voc; optional for shapes)")
+    s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.npz")
+    s.add_argument("--iters", type=int, help="iterations (default: the config's)")
+    s.add_argument("--device", choices=["cpu", "cuda"], help="default: $MINIFRCNN_DEVICE or cpu")
+    s.add_argument("--scheme", choices=["joint"], default="joint",
+                   help="training scheme (approximate joint training)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the weights and sampling")
+    s.add_argument("--data-seed", type=int, default=0, help="seed of the generated shapes data")
+    s.add_argument("--train-images", type=int, help="use only the first N training images")
+    s.add_argument("--min-size", type=int, help="shorter image side (default: from the data)")
+    s.add_argument("--max-size", type=int, help="longest image side cap")
+    s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
+    s.add_argument("--checkpoint-every", type=int, default=250)
+    s.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="VOC and COCO mAP of a checkpoint on a split")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
+    s.add_argument("--data-dir")
+    s.add_argument("--split", default="test")
+    s.add_argument("--data-seed", type=int, default=0)
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.add_argument("--json", help="write the results as JSON here")
+    s.add_argument("--pr-curves", help="write precision-recall curves as a PNG here")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("detect", help="draw detections on images")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("images", nargs="+", help="image files")
+    s.add_argument("--out", required=True, help="folder for the images with boxes drawn")
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.add_argument("--score-threshold", type=float, default=0.5,
+                   help="draw detections scoring at least this")
+    s.set_defaults(func=cmd_detect)
+
+    s = sub.add_parser("bench", help="time the ops (and torch's, if installed)")
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.add_argument("--repeat", type=int, default=10)
+    s.add_argument("--only", nargs="*", help="groups to run (conv pool linear ...)")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, DeviceError, TrainingDiverged) as e:
+        if os.environ.get("MINIFRCNN_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The shared convolutional layers ("backbone") that both the RPN and the Fast R-CNN head read.
+
+Three named configurations, each a Sequential of Conv2d / ReLU / MaxPool2d:
+
+    "small"  4 convs 32-64-128-128, 3x3 pad 1, three 2x2 max-pools   -> stride 8
+             (the CPU default for ~128 px images; DESIGN.md "Small images")
+    "zf"     Zeiler & Fergus' 5 conv layers as used in the paper       -> stride 16
+             conv1 96 7x7/2, pool 3x3/2, conv2 256 5x5/2, pool 3x3/2, conv3 384, conv4 384, conv5 256
+    "vgg16"  the 13 conv layers of VGG-16 (conv5_3 output)            -> stride 16
+    "tiny"   "small" with 4-8 channels, for gradient checks and quick demonstrations
+
+The paper starts from ImageNet weights; we cannot download any, so these start from He
+initialisation. A user's own weights load from an npz file whose keys are the parameter names
+of the Sequential (``python -c "from minifrcnn.backbones import *; print(parameter_names('zf'))"``).
+
+Differences from the paper, kept small on purpose: ZF's max-pools here have no padding (our
+max_pool2d has none) and ZF's local response normalisation layers are left out.
+"""
+import numpy as np
+
+from .layers import Conv2d, MaxPool2d, ReLU, Sequential
+
+# (out_channels, kernel, stride, pad) for each conv, "M" for a 2x2/2 max-pool, "M3" for 3x3/2.
+BACKBONES = {
+    "small": {"stride": 8, "layers": [(32, 3, 1, 1), "M", (64, 3, 1, 1), "M",
+                                      (128, 3, 1, 1), "M", (128, 3, 1, 1)]},
+    "tiny": {"stride": 8, "layers": [(4, 3, 1, 1), "M", (8, 3, 1, 1), "M",
+                                     (8, 3, 1, 1), "M", (8, 3, 1, 1)]},
+    "zf": {"stride": 16, "layers": [(96, 7, 2, 3), "M3", (256, 5, 2, 2), "M3",
+                                    (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)]},
+    "vgg16": {"stride": 16, "layers": [(64, 3, 1, 1), (64, 3, 1, 1), "M",
+                                       (128, 3, 1, 1), (128, 3, 1, 1), "M",
+                                       (256, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1), "M",
+                                       (512, 3, 1, 1), (512, 3, 1, 1), (512, 3, 1, 1), "M",
+                                       (512, 3, 1, 1), (512, 3, 1, 1), (512, 3, 1, 1)]},
+}
+
+
+def backbone_stride(name):
+    """Pixels of the input per cell of the output feature map."""
+    return _spec(name)["stride"]
+
+
+def backbone_channels(name):
+    """C of the output feature map."""
+    convs = [layer for layer in _spec(name)["layers"] if not isinstance(layer, str)]
+    return convs[-1][0]
+
+
+def build_backbone(name, rng, in_channels=3, dtype=np.float32):
+    """A Sequential of the named backbone, He-initialised from the numpy Generator `rng`.
+
+    Input (N, 3, H, W) -> output (N, backbone_channels(name), ~H/stride, ~W/stride).
+    """
+    layers = []
+    channels = in_channels
+    for layer in _spec(name)["layers"]:
+        if layer == "M":
+            layers.append(MaxPool2d(kernel=2, stride=2))
+        elif layer == "M3":
+            layers.append(MaxPool2d(kernel=3, stride=2))
+        else:
+            out_ch, k, stride, pad = layer
+            layers.append(Conv2d(channels, out_ch, k, stride=stride, pad=pad, init="he",
+                                 rng=rng, dtype=dtype))
+            layers.append(ReLU())
+            channels = out_ch
+    return Sequential(*layers)
+
+
+def feature_size(name, height, width):
+    """(feat_h, feat_w) that the backbone gives for an (height, width) input (floor at every layer)."""
+    h, w = height, width
+    for layer in _spec(name)["layers"]:
+        if layer == "M":
+            h, w = h // 2, w // 2
+        elif layer == "M3":
+            h, w = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+        else:
+            _, k, stride, pad = layer
+            h, w = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    return h, w
+
+
+def parameter_names(name):
+    """The keys an npz of backbone weights must have."""
+    return [n for n, _ in build_backbone(name, np.random.default_rng(0)).named_parameters()]
+
+
+def load_backbone_weights(backbone, path):
+    """Load weights saved with numpy.savez(path, **{name: array}) into `backbone` (strict)."""
+    try:
+        with np.load(path) as f:
+            weights = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"backbone weights {path}: cannot read ({e})") from None
+    try:
+        backbone.load_state_dict(weights)
+    except ValueError as e:
+        raise ValueError(f"backbone weights {path}: {e}") from None
+    return backbone
+
+
+def _spec(name):
+    if name not in BACKBONES:
+        raise ValueError(f"backbone {name!r}: expected one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]

@@ -1,0 +1,371 @@
+"""Reading a PASCAL VOC folder: the data set format users bring their own data in.
+
+A VOC folder (VOC2007, VOC2012, or anything a labelling tool exports as "Pascal VOC")::
+
+    root/Annotations/<id>.xml          one xml per image (size, objects, boxes)
+    root/JPEGImages/<id>.jpg           the image (any format PIL reads: .jpg, .png, ...)
+    root/ImageSets/Main/<split>.txt    the ids of a split ("train", "val", "trainval", "test"),
+                                       one a line (only the first word of a line is used)
+    root/classes.txt                   optional, not VOC: the class names in label order
+
+The xml boxes are 1-based and inclusive (xmin = 1 is the first pixel column, xmax = W the
+last). In our convention (continuous pixel coordinates, no +1, width = x2 - x1)::
+
+    x1 = xmin - 1,   y1 = ymin - 1,   x2 = xmax,   y2 = ymax
+
+so a box covering the whole W x H image is (0, 0, W, H).
+
+Class names, in this order of preference:
+  1. given (``class_names=...``): an xml naming another class is an error;
+  2. root/classes.txt, if present (``shapes.write_voc`` writes one);
+  3. the sorted union of the names in this split's annotations.
+  Case 3 depends on the split! Train on a split, then pass the training class names when
+  you read the test split (the checkpoint's config keeps them), or label k of the test
+  set may not mean label k of the model.
+
+'difficult' objects (<difficult>1</difficult>; a missing tag means 0) are kept and
+flagged by default, because the evaluation needs them (they count as neither right nor
+wrong). Training samples should leave them out, as py-faster-rcnn does:
+``VOCDataset(..., keep_difficult=False)`` or ``dataset.get(i, keep_difficult=False)``.
+
+Bad input is a ``DatasetError`` (a ValueError) that names the file, the image id or the
+argument: a missing root or split file, an empty split, a missing or unreadable image, a
+malformed xml, an unknown class name, a box with x2 <= x1 or y2 <= y1, and a box outside
+the image. Boxes are not silently clamped: a box reaching past the image means the
+annotation and the image disagree, and you should know. ``clip_boxes=True`` clamps them
+instead (for exports from tools that round outwards by a pixel).
+
+    >>> ds = VOCDataset("data/shapes", "train")
+    >>> len(ds), ds.class_names
+    >>> sample = ds[0]          # {"image": (H, W, 3) uint8, "boxes": (G, 4) float32, ...}
+
+Host-side code (NumPy, PIL, xml.etree): images are read on the CPU.
+"""
+import os
+import xml.etree.ElementTree as ET
+
+import numpy as np
+from PIL import Image
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)   # the 20 PASCAL VOC classes, for VOCDataset(root, split, class_names=VOC_CLASSES)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".BMP")
+
+
+class DatasetError(ValueError):
+    """A data set folder or file is missing or malformed; the message names which."""
+
+
+def _text(node, tag):
+    """Stripped text of node/<tag>, or None when the tag is missing or empty."""
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        return None
+    return child.text.strip()
+
+
+def _number(node, tag, where):
+    """float(node/<tag>); a missing or non-numeric value is a DatasetError naming `where`."""
+    text = _text(node, tag)
+    if text is None:
+        raise DatasetError(f"{where}: missing <{tag}>")
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(f"{where}: <{tag}> is {text!r}, expected a number") from None
+
+
+def parse_voc_xml(path):
+    """Parse one VOC annotation file.
+
+    Returns a dict:
+        "filename"  str or None (<filename>)
+        "size"      (height, width) or None when <size> is missing or 0
+        "names"     list of G class names
+        "boxes"     (G, 4) float64 x1, y1, x2, y2 in our convention (x1 = xmin - 1, x2 = xmax)
+        "difficult" (G,) bool (missing <difficult> means 0)
+    Only the xml is checked here (parse errors, missing or non-numeric fields);
+    the boxes are checked against the image size by VOCDataset.
+    """
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise DatasetError(f"{path}: malformed xml ({e})") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read the annotation ({e})") from None
+
+    size = None
+    size_node = root.find("size")
+    if size_node is not None:
+        w = _text(size_node, "width")
+        h = _text(size_node, "height")
+        try:
+            w, h = int(float(w)), int(float(h))
+        except (TypeError, ValueError):
+            w = h = 0
+        if w > 0 and h > 0:
+            size = (h, w)
+
+    names, boxes, difficult = [], [], []
+    for j, obj in enumerate(root.findall("object")):
+        name = _text(obj, "name")
+        where = f"{path}: object {j} ({name})"
+        if name is None:
+            raise DatasetError(f"{path}: object {j} has no <name>")
+        bnd = obj.find("bndbox")
+        if bnd is None:
+            raise DatasetError(f"{where}: missing <bndbox>")
+        xmin = _number(bnd, "xmin", where)
+        ymin = _number(bnd, "ymin", where)
+        xmax = _number(bnd, "xmax", where)
+        ymax = _number(bnd, "ymax", where)
+        diff_text = _text(obj, "difficult")
+        try:
+            diff = bool(int(float(diff_text))) if diff_text is not None else False
+        except ValueError:
+            raise DatasetError(f"{where}: <difficult> is {diff_text!r}, expected 0 or 1") from None
+        names.append(name)
+        boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))    # 1-based inclusive -> ours
+        difficult.append(diff)
+    return {
+        "filename": _text(root, "filename"),
+        "size": size,
+        "names": names,
+        "boxes": np.array(boxes, dtype=np.float64).reshape(-1, 4),   # (G, 4)
+        "difficult": np.array(difficult, dtype=bool),                 # (G,)
+    }
+
+
+def check_boxes(boxes, height, width, where, names=None, clip=False):
+    """Check (G, 4) boxes against an image of (height, width); return them (clipped if clip).
+
+    Errors (DatasetError naming `where` and the object): x2 <= x1 or y2 <= y1; a box
+    outside [0, width] x [0, height] unless clip=True, which clamps it into the image
+    (and still rejects a box left empty by the clamp).
+    """
+    boxes = boxes.copy()
+    for j, (x1, y1, x2, y2) in enumerate(boxes):
+        label = f"object {j}" + (f" ({names[j]})" if names is not None else "")
+        if x2 <= x1 or y2 <= y1:
+            raise DatasetError(
+                f"{where}: {label} has an empty box (VOC xmin={x1 + 1:g} ymin={y1 + 1:g} "
+                f"xmax={x2:g} ymax={y2:g}): expected xmin <= xmax and ymin <= ymax")
+        outside = x1 < 0 or y1 < 0 or x2 > width or y2 > height
+        if outside and not clip:
+            raise DatasetError(
+                f"{where}: {label} box (VOC xmin={x1 + 1:g} ymin={y1 + 1:g} xmax={x2:g} "
+                f"ymax={y2:g}) lies outside the {width}x{height} image "
+                "(VOC boxes are 1-based: 1 <= xmin <= xmax <= width); "
+                "pass clip_boxes=True to clamp such boxes")
+    if clip:
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)     # (G, 2)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)    # (G, 2)
+        empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+        if empty.any():
+            j = int(np.flatnonzero(empty)[0])
+            raise DatasetError(f"{where}: object {j} lies entirely outside the image")
+    return boxes
+
+
+def read_split_file(root, split):
+    """The ids listed in root/ImageSets/Main/<split>.txt (first word of each non-blank line)."""
+    path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
+    if not os.path.isfile(path):
+        available = []
+        main = os.path.join(root, "ImageSets", "Main")
+        if os.path.isdir(main):
+            available = sorted(f[:-4] for f in os.listdir(main)
+                               if f.endswith(".txt") and "_" not in f)
+        hint = f" (splits there: {', '.join(available)})" if available else ""
+        raise DatasetError(f"split {split!r}: no split file {path}{hint}")
+    with open(path) as f:
+        ids = [line.split()[0] for line in f if line.strip()]
+    if not ids:
+        raise DatasetError(f"split {split!r}: the split file {path} lists no image")
+    return ids
+
+
+class VOCDataset:
+    """A PASCAL VOC split: len(ds) samples, ds[i] -> sample dict (see module docstring).
+
+    Arguments:
+        root           the VOC folder (the one holding Annotations/, JPEGImages/, ImageSets/)
+        split          name of root/ImageSets/Main/<split>.txt
+        class_names    the K class names in label order (label k -> class_names[k - 1]);
+                       None: root/classes.txt if present, else the sorted names of the split
+        keep_difficult True (default, for evaluation): difficult objects are kept, flagged
+                       in sample["difficult"]; False (for training): they are left out
+        clip_boxes     False (default): a box outside the image is an error; True: clamp it
+        cache_images   keep decoded images in memory after the first read
+
+    All annotations are read and checked when the data set is made (fast: xml is small);
+    images are read lazily by __getitem__.
+
+    A sample:
+        "image"     (H, W, 3) uint8 RGB (grey or RGBA images are converted)
+        "boxes"     (G, 4) float32 x1, y1, x2, y2, our convention (no +1)
+        "labels"    (G,) int64 in 1..K
+        "difficult" (G,) bool
+        "id"        the image id (str)
+    """
+
+    def __init__(self, root, split, class_names=None, keep_difficult=True,
+                 clip_boxes=False, cache_images=False):
+        root = os.fspath(root)
+        if not os.path.isdir(root):
+            raise DatasetError(f"root: no such folder {root!r}")
+        self.root = root
+        self.split = split
+        self.keep_difficult = bool(keep_difficult)
+        self.clip_boxes = bool(clip_boxes)
+        self.cache_images = bool(cache_images)
+        self._cache = {}
+        self.ids = read_split_file(root, split)
+
+        self._records = [self._read_record(i) for i in self.ids]
+        self.class_names = self._resolve_class_names(class_names)
+        index = {name: k + 1 for k, name in enumerate(self.class_names)}
+        for rec in self._records:
+            for name in rec["names"]:
+                if name not in index:
+                    raise DatasetError(
+                        f"{rec['xml']}: unknown class name {name!r} "
+                        f"(the classes are {', '.join(self.class_names)})")
+            rec["labels"] = np.array([index[n] for n in rec["names"]], dtype=np.int64)  # (G,)
+
+    # --- reading and checking the annotations -------------------------------------------
+
+    def _read_record(self, image_id):
+        """Parse Annotations/<id>.xml and find the image file; check boxes if the size is known."""
+        xml_path = os.path.join(self.root, "Annotations", f"{image_id}.xml")
+        if not os.path.isfile(xml_path):
+            raise DatasetError(f"image id {image_id!r}: no annotation file {xml_path}")
+        rec = parse_voc_xml(xml_path)
+        rec["xml"] = xml_path
+        rec["id"] = image_id
+        rec["image_path"] = self._find_image(image_id, rec["filename"], xml_path)
+        if rec["size"] is not None:
+            h, w = rec["size"]
+            rec["boxes"] = check_boxes(rec["boxes"], h, w, xml_path, rec["names"],
+                                       clip=self.clip_boxes)
+            rec["checked"] = True
+        else:
+            rec["checked"] = False    # checked against the image when it is first read
+        return rec
+
+    def _find_image(self, image_id, filename, xml_path):
+        """JPEGImages/<filename from the xml>, else JPEGImages/<id> + a known extension."""
+        folder = os.path.join(self.root, "JPEGImages")
+        tried = []
+        if filename:
+            tried.append(os.path.join(folder, os.path.basename(filename)))
+        tried += [os.path.join(folder, image_id + ext) for ext in IMAGE_EXTENSIONS]
+        for path in tried:
+            if os.path.isfile(path):
+                return path
+        raise DatasetError(
+            f"image id {image_id!r} ({xml_path}): no image file; tried "
+            + ", ".join(os.path.basename(p) for p in tried) + f" in {folder}")
+
+    def _resolve_class_names(self, class_names):
+        if class_names is not None:
+            names = tuple(str(n) for n in class_names)
+            source = "argument class_names"
+        else:
+            path = os.path.join(self.root, "classes.txt")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    names = tuple(line.strip() for line in f if line.strip())
+                source = path
+            else:
+                names = tuple(sorted({n for rec in self._records for n in rec["names"]}))
+                source = f"the annotations of split {self.split!r}"
+        if not names:
+            raise DatasetError(f"{source}: no class names (and no object in the split)")
+        if len(set(names)) != len(names):
+            raise DatasetError(f"{source}: repeated class names in {names}")
+        return names
+
+    # --- the samples ------------------------------------------------------------------
+
+    @property
+    def num_classes(self):
+        """K, the number of object classes (labels are 1..K, 0 is background)."""
+        return len(self.class_names)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def image_path(self, i):
+        """The image file of sample i."""
+        return self._records[i]["image_path"]
+
+    def read_image(self, i):
+        """The (H, W, 3) uint8 RGB image of sample i (checks its size against the xml)."""
+        rec = self._records[i]
+        if rec["id"] in self._cache:
+            return self._cache[rec["id"]]
+        path = rec["image_path"]
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"), dtype=np.uint8)   # (H, W, 3)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(f"image id {rec['id']!r}: cannot read image {path} ({e})") from None
+        h, w = image.shape[:2]
+        if rec["size"] is not None and rec["size"] != (h, w):
+            raise DatasetError(
+                f"{rec['xml']}: <size> says {rec['size'][1]}x{rec['size'][0]} but the image "
+                f"{path} is {w}x{h}")
+        if not rec["checked"]:
+            rec["boxes"] = check_boxes(rec["boxes"], h, w, rec["xml"], rec["names"],
+                                       clip=self.clip_boxes)
+            rec["checked"] = True
+        if self.cache_images:
+            self._cache[rec["id"]] = image
+        return image
+
+    def get(self, i, keep_difficult=None):
+        """Sample i; keep_difficult None means the data set's setting."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a data set of {n} images")
+        i = i % n
+        if keep_difficult is None:
+            keep_difficult = self.keep_difficult
+        image = self.read_image(i)                     # (H, W, 3) uint8; checks the boxes
+        rec = self._records[i]
+        keep = np.ones(len(rec["names"]), dtype=bool) if keep_difficult else ~rec["difficult"]
+        return {
+            "image": image.copy() if self.cache_images else image,
+            "boxes": rec["boxes"][keep].astype(np.float32),          # (G, 4)
+            "labels": rec["labels"][keep].copy(),                    # (G,)
+            "difficult": rec["difficult"][keep].copy(),              # (G,)
+            "id": rec["id"],
+        }
+
+    def __getitem__(self, i):
+        return self.get(i)
+
+    def annotation(self, i, keep_difficult=None):
+        """Sample i without reading the image: {"boxes", "labels", "difficult", "id"}.
+
+        Boxes are checked against the xml's <size> when it has one (else not yet checked).
+        """
+        if keep_difficult is None:
+            keep_difficult = self.keep_difficult
+        rec = self._records[i]
+        keep = np.ones(len(rec["names"]), dtype=bool) if keep_difficult else ~rec["difficult"]
+        return {
+            "boxes": rec["boxes"][keep].astype(np.float32),          # (G, 4)
+            "labels": rec["labels"][keep].copy(),                    # (G,)
+            "difficult": rec["difficult"][keep].copy(),              # (G,)
+            "id": rec["id"],
+        }
+
+    def __repr__(self):
+        return (f"VOCDataset(root={self.root!r}, split={self.split!r}, images={len(self)}, "
+                f"classes={len(self.class_names)})")

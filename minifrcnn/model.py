@@ -1,0 +1,305 @@
+"""Faster R-CNN: the whole detector, composed from the steps in the other modules.
+
+    images (N, 3, H, W)
+      -> backbone (backbones.py)                      feat (N, C, H/s, W/s)
+      -> RPN head (rpn.py)                            logits (N, R, 2), deltas (N, R, 4)
+           training: anchor_targets.py -> rpn_loss
+      -> proposal layer (proposals.py, no gradient)   rois (S, 5)
+           training: proposal_targets.py samples 128 RoIs per image
+      -> Fast R-CNN head (fast_rcnn.py)               scores (S, K+1), deltas (S, 4(K+1))
+           training: fast_rcnn_loss;  test: decode, per-class NMS
+
+Approximate joint training (paper, section 3.2): forward_train() computes the four loss terms;
+backward() sends the RPN's and the head's gradients back to the shared feature map, where they
+are summed, and on through the backbone. The proposal boxes are treated as constants: no
+gradient flows through their coordinates.
+
+    model = FasterRCNN(Config.small(num_classes=4, class_names=("circle", ...)))
+    detections = model.predict([image_uint8_hwc])      # [{"boxes", "scores", "labels"}]
+    model.save("run/model.npz"); model = FasterRCNN.load("run/model.npz")
+"""
+import json
+
+import numpy as np
+
+from .anchor_targets import anchor_targets
+from .anchors import generate_base_anchors, grid_anchors
+from .backbones import backbone_channels, backbone_stride, build_backbone
+from .backend import get_array_module, to_device, to_numpy
+from .boxes import batched_nms, clip_boxes, decode
+from .config import Config
+from .data.transforms import normalize, resize_image, resize_scale, to_batch
+from .fast_rcnn import FastRCNNHead, fast_rcnn_loss
+from .layers import Module
+from .proposal_targets import proposal_targets
+from .proposals import proposal_layer
+from .rpn import RPNHead, rpn_loss
+
+CHECKPOINT_FORMAT = "minifrcnn-model-1"
+
+
+def softmax(logits, axis=-1):
+    """Numerically stable softmax along `axis` (same shape as logits)."""
+    xp = get_array_module(logits)
+    z = logits - logits.max(axis=axis, keepdims=True)
+    e = xp.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class FasterRCNN(Module):
+    """Backbone + RPN + Fast R-CNN head sharing one feature map. See the module docstring."""
+
+    def __init__(self, config=None, rng=None, dtype="float32"):
+        super().__init__()
+        cfg = Config.small() if config is None else config
+        if cfg.class_names and len(cfg.class_names) != cfg.num_classes:
+            raise ValueError(f"config: {len(cfg.class_names)} class_names for num_classes="
+                             f"{cfg.num_classes}")
+        if backbone_stride(cfg.backbone) != cfg.feat_stride:
+            raise ValueError(f"config: feat_stride={cfg.feat_stride} but backbone "
+                             f"{cfg.backbone!r} has stride {backbone_stride(cfg.backbone)}")
+        self.cfg = cfg
+        rng = np.random.default_rng(cfg.seed) if rng is None else rng
+        channels = backbone_channels(cfg.backbone)
+        self.dtype = np.dtype(dtype)       # float32; float64 for gradient checks
+        self.backbone = build_backbone(cfg.backbone, rng, dtype=self.dtype)
+        self.rpn = RPNHead(channels, channels, cfg.num_anchors(), rng, dtype=self.dtype)
+        self.head = FastRCNNHead(channels, cfg.num_classes, cfg, 1.0 / cfg.feat_stride, rng,
+                                 dtype=self.dtype)
+        self.base_anchors = generate_base_anchors(cfg.anchor_base_size, cfg.anchor_ratios,
+                                                  cfg.anchor_scales)       # (A, 4) numpy
+        self._anchor_cache = {}
+
+    # --- helpers ------------------------------------------------------------------------
+    def anchors(self, feat_h, feat_w, xp):
+        """All anchors of a feat_h x feat_w map, (feat_h*feat_w*A, 4), cached per size."""
+        key = (feat_h, feat_w, xp.__name__)
+        if key not in self._anchor_cache:
+            a = grid_anchors(self.base_anchors, feat_h, feat_w, self.cfg.feat_stride)
+            self._anchor_cache[key] = xp.asarray(a, dtype=self.dtype)
+        return self._anchor_cache[key]
+
+    def to(self, device):
+        self._anchor_cache = {}
+        return super().to(device)
+
+    def _proposals(self, anchors, logits_i, deltas_i, image_size, scale, training):
+        """Proposal layer for one image: (P, 4) boxes, no gradient."""
+        cfg = self.cfg
+        fg = softmax(logits_i)[:, 1]                                      # (R,) P(object)
+        pre = cfg.rpn_pre_nms_top_n_train if training else cfg.rpn_pre_nms_top_n_test
+        post = cfg.rpn_post_nms_top_n_train if training else cfg.rpn_post_nms_top_n_test
+        boxes, _ = proposal_layer(anchors, fg, deltas_i, image_size, pre_nms_top_n=pre,
+                                  post_nms_top_n=post, nms_threshold=cfg.rpn_nms_threshold,
+                                  min_size=cfg.rpn_min_size * scale)
+        return boxes
+
+    # --- training -----------------------------------------------------------------------
+    def forward_train(self, images, image_sizes, gt_boxes, gt_labels, rng, scales=None,
+                      samples=None):
+        """One forward pass of approximate joint training; returns (terms, samples).
+
+        images (N, 3, H, W) normalised float32, on the model's device.
+        image_sizes: N (h, w) of the real (unpadded) image inside each row of the batch.
+        gt_boxes: N arrays (G_i, 4) in the batch's pixel coordinates; gt_labels N arrays (G_i,).
+        rng: numpy Generator for the anchor and RoI sampling.
+        scales: N resize factors (only for the RPN's minimum proposal size); default 1.
+        samples: the `samples` of an earlier call to reuse instead of sampling anew (the
+            whole-model gradient check holds anchors labels and RoIs fixed this way).
+
+        terms: {"rpn_cls", "rpn_reg", "head_cls", "head_reg", "total"} as 0-d arrays.
+        """
+        cfg = self.cfg
+        xp = get_array_module(images)
+        n = images.shape[0]
+        scales = [1.0] * n if scales is None else scales
+        feat = self.backbone.forward(images)                             # (N, C, h, w)
+        fh, fw = feat.shape[2:]
+        logits, deltas = self.rpn.forward(feat)                         # (N, R, 2), (N, R, 4)
+        anchors = self.anchors(fh, fw, xp)                              # (R, 4)
+
+        if samples is None:
+            samples = self.sample(anchors, logits, deltas, image_sizes, gt_boxes, gt_labels,
+                                  rng, scales)
+        rpn_terms, dlogits, ddeltas = rpn_loss(logits, deltas, samples["rpn_labels"],
+                                               samples["rpn_targets"], (fh, fw), cfg)
+        scores, head_deltas = self.head.forward(feat, samples["rois"])   # (S, K+1), (S, 4(K+1))
+        head_terms, dscores, dhead = fast_rcnn_loss(
+            scores, head_deltas, samples["roi_labels"], samples["roi_targets"],
+            samples["roi_weights"], cfg)
+        self._grads = (dlogits, ddeltas, dscores, dhead)
+        terms = {**rpn_terms, **head_terms}
+        terms["total"] = sum(terms.values())
+        return terms, samples
+
+    def sample(self, anchors, logits, deltas, image_sizes, gt_boxes, gt_labels, rng, scales):
+        """Anchor targets for the RPN and sampled RoIs with their targets for the head."""
+        cfg = self.cfg
+        xp = get_array_module(logits)
+        rpn_labels, rpn_targets, rois, roi_labels, roi_targets, roi_weights = [], [], [], [], [], []
+        for i, (size, boxes, labels) in enumerate(zip(image_sizes, gt_boxes, gt_labels)):
+            boxes = xp.asarray(boxes, dtype=self.dtype).reshape(-1, 4)
+            labels = xp.asarray(labels).reshape(-1)
+            lab, tgt = anchor_targets(
+                anchors, boxes, size, rng, positive_iou=cfg.rpn_positive_iou,
+                negative_iou=cfg.rpn_negative_iou, batch_size=cfg.rpn_batch_size,
+                positive_fraction=cfg.rpn_positive_fraction,
+                allowed_border=cfg.rpn_allowed_border)[:2]
+            rpn_labels.append(lab)
+            rpn_targets.append(tgt)
+            props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], True)
+            t = proposal_targets(
+                props, boxes, labels, cfg.num_classes, rng, batch_size=cfg.roi_batch_size,
+                fg_fraction=cfg.roi_fg_fraction, fg_iou=cfg.roi_fg_iou,
+                bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo, stds=cfg.bbox_stds)
+            batch_col = xp.full((t["rois"].shape[0], 1), i, dtype=self.dtype)
+            rois.append(xp.concatenate([batch_col, t["rois"].astype(self.dtype)], axis=1))
+            roi_labels.append(t["labels"])
+            roi_targets.append(t["bbox_targets"])
+            roi_weights.append(t["bbox_weights"])
+        return {
+            "rpn_labels": xp.stack(rpn_labels),                          # (N, R)
+            "rpn_targets": xp.stack(rpn_targets).astype(self.dtype),     # (N, R, 4)
+            "rois": xp.concatenate(rois),                                # (S, 5)
+            "roi_labels": xp.concatenate(roi_labels),                    # (S,)
+            "roi_targets": xp.concatenate(roi_targets).astype(self.dtype),   # (S, 4(K+1))
+            "roi_weights": xp.concatenate(roi_weights).astype(self.dtype),
+        }
+
+    def backward(self):
+        """Backpropagate the last forward_train's loss into every parameter's .grad.
+
+        The RPN and the head each give a gradient on the shared feature map; they are summed
+        there (approximate joint training) and sent on through the backbone.
+        """
+        dlogits, ddeltas, dscores, dhead = self._grads
+        dfeat = self.rpn.backward(dlogits, ddeltas) + self.head.backward(dscores, dhead)
+        self.backbone.backward(dfeat)
+
+    # --- inference ----------------------------------------------------------------------
+    def preprocess(self, images):
+        """Resize and normalise a list of HxWx3 uint8 images into one padded batch.
+
+        Returns (batch (N, 3, H, W) float32 on the model's device, sizes [(h, w)], scales).
+        """
+        cfg = self.cfg
+        arrays, sizes, scales = [], [], []
+        for k, img in enumerate(images):
+            img = np.asarray(img)
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"image {k}: expected an HxWx3 uint8 array, got shape "
+                                 f"{img.shape} dtype {img.dtype}")
+            s = resize_scale(img.shape[0], img.shape[1], cfg.image_min_size, cfg.image_max_size,
+                             cfg.allow_upscale)
+            resized = resize_image(img, s) if s != 1.0 else img
+            arrays.append(normalize(resized, cfg.pixel_mean, cfg.pixel_std))
+            scales.append(s)
+        batch, sizes = to_batch(arrays)
+        return to_device(batch.astype(self.dtype, copy=False), self.device()), sizes, scales
+
+    def device(self):
+        """"cuda" if the parameters live on the GPU, else "cpu"."""
+        p = self.parameters()[0].data
+        return "cpu" if get_array_module(p) is np else "cuda"
+
+    def predict(self, images):
+        """Detect objects. Returns one dict per image in original pixel coordinates:
+        {"boxes" (D, 4) float32, "scores" (D,), "labels" (D,) int64 in 1..K}, as NumPy arrays.
+
+        images: a list of HxWx3 uint8 arrays (any sizes), or an (N, 3, H, W) float array with
+        values in [0, 1] (converted to uint8 first, so both take the same road).
+        """
+        if hasattr(images, "ndim"):
+            images = to_numpy(images)
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"images: expected (N, 3, H, W) floats in [0, 1] or a list of "
+                                 f"HxWx3 uint8 arrays, got shape {images.shape}")
+            images = [np.clip(np.round(im.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+                      for im in images]
+        originals = [np.asarray(im).shape[:2] for im in images]
+        batch, sizes, scales = self.preprocess(images)
+        dets = self.detect(batch, sizes)
+        for d, s, (h, w) in zip(dets, scales, originals):
+            d["boxes"] = clip_boxes(d["boxes"] / s, (h, w)).astype(np.float32)
+        return dets
+
+    def detect(self, batch, image_sizes, post_nms_top_n=None, use_nms=True):
+        """Detections in the batch's pixel coordinates (see predict()).
+
+        post_nms_top_n overrides the number of test proposals; use_nms=False skips the
+        proposal layer's NMS (both for the paper's Table 2 experiments).
+        """
+        cfg = self.cfg
+        xp = get_array_module(batch)
+        feat = self.backbone.forward(batch)                              # (N, C, h, w)
+        logits, deltas = self.rpn.forward(feat)                         # (N, R, 2), (N, R, 4)
+        anchors = self.anchors(feat.shape[2], feat.shape[3], xp)
+        rois, counts = [], []
+        for i, size in enumerate(image_sizes):
+            fg = softmax(logits[i])[:, 1]
+            props, _ = proposal_layer(
+                anchors, fg, deltas[i], size, pre_nms_top_n=cfg.rpn_pre_nms_top_n_test,
+                post_nms_top_n=post_nms_top_n or cfg.rpn_post_nms_top_n_test,
+                nms_threshold=cfg.rpn_nms_threshold if use_nms else 1.0,
+                min_size=cfg.rpn_min_size)
+            batch_col = xp.full((props.shape[0], 1), i, dtype=self.dtype)
+            rois.append(xp.concatenate([batch_col, props.astype(self.dtype)], axis=1))
+            counts.append(props.shape[0])
+        rois = xp.concatenate(rois)                                      # (S, 5)
+        scores, head_deltas = self.head.forward(feat, rois)             # (S, K+1), (S, 4(K+1))
+        probs = softmax(scores)
+        weights = tuple(1.0 / s for s in cfg.bbox_stds)
+        boxes = decode(rois[:, 1:], head_deltas, weights)              # (S, 4(K+1))
+        out, start = [], 0
+        for i, size in enumerate(image_sizes):
+            sl = slice(start, start + counts[i])
+            start += counts[i]
+            out.append(self._postprocess(boxes[sl], probs[sl], size))
+        return out
+
+    def _postprocess(self, boxes, probs, size):
+        """Per-class score threshold and NMS for one image -> dict of NumPy arrays."""
+        cfg = self.cfg
+        xp = get_array_module(boxes)
+        k = cfg.num_classes
+        s = boxes.shape[0]
+        boxes = clip_boxes(boxes.reshape(s * (k + 1), 4), size).reshape(s, k + 1, 4)
+        boxes = boxes[:, 1:].reshape(-1, 4)                              # (S*K, 4) no background
+        scores = probs[:, 1:].reshape(-1)                                # (S*K,)
+        labels = xp.tile(xp.arange(1, k + 1), s)                         # (S*K,)
+        keep = xp.nonzero(scores >= cfg.score_threshold)[0]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = batched_nms(boxes, scores, labels, cfg.test_nms)[:cfg.max_detections]
+        return {"boxes": to_numpy(boxes[keep]).astype(np.float32),
+                "scores": to_numpy(scores[keep]).astype(np.float32),
+                "labels": to_numpy(labels[keep]).astype(np.int64)}
+
+    # --- checkpoints --------------------------------------------------------------------
+    def save(self, path):
+        """One .npz holding the config (as JSON) and every weight."""
+        arrays = {f"param/{name}": to_numpy(p.data) for name, p in self.named_parameters()}
+        arrays["config_json"] = np.array(json.dumps(self.cfg.to_dict()))
+        arrays["format"] = np.array(CHECKPOINT_FORMAT)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """A model from a file written by save(); device None keeps the CPU."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                files = set(f.files)
+                if "config_json" not in files or "format" not in files:
+                    raise ValueError("not a minifrcnn model checkpoint (no config_json)")
+                cfg = Config.from_dict(json.loads(str(f["config_json"])))
+                weights = {k[len("param/"):]: f[k] for k in files if k.startswith("param/")}
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"checkpoint {path}: {e}") from None
+        model = cls(cfg)
+        try:
+            model.load_state_dict(weights)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path}: {e}") from None
+        if device is not None:
+            model.to(device)
+        return model

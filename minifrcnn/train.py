@@ -1,0 +1,283 @@
+"""Approximate joint training (paper, section 3.2) with SGD, checkpoints and exact resume.
+
+One iteration:
+    1. take the next `images_per_batch` samples (a seeded permutation per epoch), resize,
+       randomly flip, normalise, pad into one batch (N, 3, H, W);
+    2. model.forward_train -> four loss terms (rpn_cls, rpn_reg, head_cls, head_reg);
+    3. model.backward() sums the RPN's and the head's gradients on the shared feature map;
+    4. SGD with momentum and weight decay, learning rate stepped down by lr_gamma at lr_steps.
+
+Everything random in iteration `it` comes from numpy.random.default_rng([seed, it]) and the
+epoch order from default_rng([seed, epoch, 1]); so a run resumed from a checkpoint computes
+exactly the losses an uninterrupted run would (same machine, same thread count).
+
+The run folder holds:
+    checkpoint.npz   weights, momentum buffers, iteration, config (written atomically every
+                     `checkpoint_every` iterations, on Ctrl-C, and at the end)
+    model.npz        the final model (FasterRCNN.load)
+    losses.jsonl     one line per iteration with every loss term and the learning rate
+    loss_curve.png   the loss terms against the iteration
+
+A NaN or inf loss stops the run with TrainingDiverged naming the iteration; the last
+checkpoint (written before the bad step) is left untouched.
+
+    python -m minifrcnn train --dataset shapes --out runs/shapes
+"""
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+
+from .backend import to_device, to_numpy
+from .boxes import clip_boxes
+from .config import Config
+from .data.transforms import hflip, normalize, resize_boxes, resize_image, resize_scale, to_batch
+from .model import FasterRCNN
+from .optim import SGD, lr_at
+
+CHECKPOINT_FORMAT = "minifrcnn-train-1"
+LOSS_TERMS = ("rpn_cls", "rpn_reg", "head_cls", "head_reg", "total")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; the message names the iteration."""
+
+
+class CheckpointMismatch(ValueError):
+    """--resume found a checkpoint made with another config."""
+
+
+def prepare_batch(samples, cfg, rng, train=True):
+    """Resize, (randomly) flip and normalise samples into one padded batch.
+
+    samples: dicts {"image" HxWx3 uint8, "boxes" (G, 4), "labels" (G,), optional "difficult"}.
+    Difficult objects are left out of training (they only matter for evaluation).
+    Returns (images (N, 3, H, W) float32 NumPy, sizes [(h, w)], boxes [(G_i, 4)],
+    labels [(G_i,)], scales [float]).
+    """
+    arrays, boxes_out, labels_out, scales = [], [], [], []
+    for s in samples:
+        img = s["image"]
+        boxes = np.asarray(s["boxes"], dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray(s["labels"], dtype=np.int64).reshape(-1)
+        if train and "difficult" in s:
+            keep = ~np.asarray(s["difficult"], dtype=bool).reshape(-1)
+            boxes, labels = boxes[keep], labels[keep]
+        scale = resize_scale(img.shape[0], img.shape[1], cfg.image_min_size, cfg.image_max_size,
+                             cfg.allow_upscale)
+        if scale != 1.0:
+            img = resize_image(img, scale)
+            boxes = clip_boxes(resize_boxes(boxes, scale), img.shape[:2])  # rounding: <= 0.5 px out
+        if train and cfg.flip and rng.random() < 0.5:
+            img, boxes = hflip(img, boxes)
+        arrays.append(normalize(img, cfg.pixel_mean, cfg.pixel_std))
+        boxes_out.append(boxes)
+        labels_out.append(labels)
+        scales.append(scale)
+    images, sizes = to_batch(arrays)
+    return images, sizes, boxes_out, labels_out, scales
+
+
+def batch_indices(num_samples, batch_size, iteration, seed):
+    """Indices of the samples of `iteration`: consecutive slices of a seeded per-epoch permutation."""
+    out = []
+    for k in range(batch_size):
+        pos = iteration * batch_size + k
+        epoch, offset = divmod(pos, num_samples)
+        perm = np.random.default_rng([seed, epoch, 1]).permutation(num_samples)
+        out.append(int(perm[offset]))
+    return out
+
+
+def _atomic_savez(path, arrays):
+    """np.savez to path + '.tmp' then rename, so an interrupted write never leaves a broken file."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, model, optimizer, iteration):
+    """Weights, momentum buffers, the number of finished iterations and the config."""
+    arrays = {f"param/{n}": to_numpy(p.data) for n, p in model.named_parameters()}
+    for n, v in optimizer.state_dict().items():
+        arrays[f"optim/{n}"] = to_numpy(v)
+    arrays["iteration"] = np.array(iteration)
+    arrays["config_json"] = np.array(json.dumps(model.cfg.to_dict()))
+    arrays["format"] = np.array(CHECKPOINT_FORMAT)
+    _atomic_savez(path, arrays)
+
+
+def load_checkpoint(path, model, optimizer):
+    """Restore what save_checkpoint wrote; returns the iteration to continue from.
+
+    A checkpoint made with another config is a CheckpointMismatch naming the fields.
+    """
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint {path}: cannot read ({e})") from None
+    with f:
+        if "config_json" not in f.files:
+            raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
+        saved = json.loads(str(f["config_json"]))
+        current = model.cfg.to_dict()
+        # Checkpoints keep only what JSON keeps: compare through JSON too (tuples -> lists).
+        current = json.loads(json.dumps(current))
+        differ = sorted(k for k in set(saved) | set(current)
+                        if k != "iters" and saved.get(k) != current.get(k))
+        if differ:
+            detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+                               for k in differ[:5])
+            raise CheckpointMismatch(f"checkpoint {path} was made with another config ({detail})")
+        model.load_state_dict({k[6:]: f[k] for k in f.files if k.startswith("param/")})
+        optimizer.load_state_dict({k[6:]: f[k] for k in f.files if k.startswith("optim/")})
+        return int(f["iteration"])
+
+
+def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=250,
+          progress=True, model=None, log=print):
+    """Train a FasterRCNN on `dataset` (a sequence of sample dicts); returns the model.
+
+    cfg.iters iterations of cfg.images_per_batch images. With resume=True and a
+    checkpoint.npz in out_dir, continue from it (same config required).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    if len(dataset) == 0:
+        raise ValueError("training set is empty: nothing to train on")
+    ckpt_path = os.path.join(out_dir, "checkpoint.npz")
+    log_path = os.path.join(out_dir, "losses.jsonl")
+    model = FasterRCNN(cfg) if model is None else model
+    model.to(device)
+    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay)
+    start = 0
+    if resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        start = load_checkpoint(ckpt_path, model, optimizer)
+        _truncate_log(log_path, start)
+        log(f"resumed from {ckpt_path} at iteration {start}")
+    elif os.path.exists(log_path):
+        os.remove(log_path)
+
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        stop["requested"] = True        # finish the current iteration, then save and exit
+
+    old_handler = None
+    if _in_main_thread():
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    bar = _progress(range(start, cfg.iters), progress, start, cfg.iters)
+    it = start
+    try:
+        with open(log_path, "a") as log_file:
+            for it in bar:
+                terms = train_step(model, optimizer, dataset, cfg, it)
+                if not all(math.isfinite(v) for v in terms.values()):
+                    raise TrainingDiverged(
+                        f"loss became {terms['total']} at iteration {it} "
+                        f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); the last "
+                        f"good checkpoint is {ckpt_path}" + ("" if os.path.exists(ckpt_path)
+                                                              else " (none written yet)"))
+                record = {"iter": it, "lr": optimizer.lr, **terms, "time": time.time()}
+                log_file.write(json.dumps(record) + "\n")
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+                done = it + 1
+                if done % checkpoint_every == 0 or done == cfg.iters:
+                    log_file.flush()
+                    save_checkpoint(ckpt_path, model, optimizer, done)
+                if stop["requested"]:
+                    log_file.flush()
+                    save_checkpoint(ckpt_path, model, optimizer, done)
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        log(f"\ninterrupted: saved {ckpt_path} at iteration {it + 1}; "
+            f"continue with the same command and --resume")
+        raise
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        if hasattr(bar, "close"):
+            bar.close()
+    model.save(os.path.join(out_dir, "model.npz"))
+    plot_losses(log_path, os.path.join(out_dir, "loss_curve.png"))
+    return model
+
+
+def train_step(model, optimizer, dataset, cfg, it):
+    """One SGD iteration; returns the loss terms as Python floats (the only host copies)."""
+    rng = np.random.default_rng([cfg.seed, it])
+    idx = batch_indices(len(dataset), cfg.images_per_batch, it, cfg.seed)
+    images, sizes, boxes, labels, scales = prepare_batch([dataset[i] for i in idx], cfg, rng)
+    images = to_device(images, model.device())
+    optimizer.set_lr(lr_at(it, cfg.lr, cfg.lr_steps, cfg.lr_gamma))
+    model.zero_grad()
+    terms, _ = model.forward_train(images, sizes, boxes, labels, rng, scales=scales)
+    values = {k: float(v) for k, v in terms.items()}
+    if all(math.isfinite(v) for v in values.values()):
+        model.backward()
+        optimizer.step()
+    return values
+
+
+def read_log(log_path):
+    """The records of losses.jsonl as a list of dicts."""
+    with open(log_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _truncate_log(log_path, iteration):
+    """Drop log lines of iterations >= `iteration` (they are recomputed after a resume)."""
+    if not os.path.exists(log_path):
+        return
+    keep = [r for r in read_log(log_path) if r["iter"] < iteration]
+    with open(log_path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+
+
+def plot_losses(log_path, png_path, smooth=20):
+    """Loss terms against iteration (moving average over `smooth` iterations) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    records = read_log(log_path)
+    if not records:
+        return
+    its = np.array([r["iter"] for r in records])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for term in LOSS_TERMS:
+        v = np.array([r[term] for r in records], dtype=float)
+        k = max(1, min(smooth, len(v)))
+        ma = np.convolve(v, np.ones(k) / k, mode="valid")
+        ax.plot(its[k - 1:], ma, label=term, lw=2 if term == "total" else 1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"loss (moving average over {smooth} iterations)")
+    ax.set_title("Faster R-CNN training losses")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def _progress(iterable, enabled, start, total):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, initial=start, total=total, desc="train", dynamic_ncols=True)
+
+
+def _in_main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def default_config(dataset_name, class_names, **overrides):
+    """The config `train` uses: the small-image preset for shapes (and small VOC images)."""
+    return Config.small(num_classes=len(class_names), class_names=tuple(class_names), **overrides)
