@@ -83,16 +83,28 @@ class FasterRCNN(Module):
         self._anchor_cache = {}
         return super().to(device)
 
-    def _proposals(self, anchors, logits_i, deltas_i, image_size, scale, training):
-        """Proposal layer for one image: (P, 4) boxes, no gradient."""
+    def _proposals(self, anchors, logits_i, deltas_i, image_size, scale, training,
+                   post_nms_top_n=None, use_nms=True):
+        """Proposal layer for one image: (P, 4) boxes, no gradient.
+
+        Train or test settings from the config; post_nms_top_n and use_nms=False override
+        them for the paper's Table 2 experiments.
+        """
         cfg = self.cfg
         fg = softmax(logits_i)[:, 1]                                      # (R,) P(object)
         pre = cfg.rpn_pre_nms_top_n_train if training else cfg.rpn_pre_nms_top_n_test
         post = cfg.rpn_post_nms_top_n_train if training else cfg.rpn_post_nms_top_n_test
         boxes, _ = proposal_layer(anchors, fg, deltas_i, image_size, pre_nms_top_n=pre,
-                                  post_nms_top_n=post, nms_threshold=cfg.rpn_nms_threshold,
+                                  post_nms_top_n=post_nms_top_n or post,
+                                  nms_threshold=cfg.rpn_nms_threshold if use_nms else 1.0,
                                   min_size=cfg.rpn_min_size * scale)
         return boxes
+
+    def _with_batch_index(self, boxes, i):
+        """(P, 4) boxes of image i -> (P, 5) RoIs (i, x1, y1, x2, y2) in the model's dtype."""
+        xp = get_array_module(boxes)
+        batch_col = xp.full((boxes.shape[0], 1), i, dtype=self.dtype)     # (P, 1)
+        return xp.concatenate([batch_col, boxes.astype(self.dtype)], axis=1)
 
     # --- training -----------------------------------------------------------------------
     def forward_train(self, images, image_sizes, gt_boxes, gt_labels, rng, scales=None,
@@ -152,8 +164,7 @@ class FasterRCNN(Module):
                 props, boxes, labels, cfg.num_classes, rng, batch_size=cfg.roi_batch_size,
                 fg_fraction=cfg.roi_fg_fraction, fg_iou=cfg.roi_fg_iou,
                 bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo, stds=cfg.bbox_stds)
-            batch_col = xp.full((t["rois"].shape[0], 1), i, dtype=self.dtype)
-            rois.append(xp.concatenate([batch_col, t["rois"].astype(self.dtype)], axis=1))
+            rois.append(self._with_batch_index(t["rois"], i))
             roi_labels.append(t["labels"])
             roi_targets.append(t["bbox_targets"])
             roi_weights.append(t["bbox_weights"])
@@ -218,13 +229,16 @@ class FasterRCNN(Module):
                       for im in images]
         originals = [np.asarray(im).shape[:2] for im in images]
         batch, sizes, scales = self.preprocess(images)
-        dets = self.detect(batch, sizes)
+        dets = self.detect(batch, sizes, scales)
         for d, s, (h, w) in zip(dets, scales, originals):
             d["boxes"] = clip_boxes(d["boxes"] / s, (h, w)).astype(np.float32)
         return dets
 
-    def detect(self, batch, image_sizes, post_nms_top_n=None, use_nms=True):
+    def detect(self, batch, image_sizes, scales=None, post_nms_top_n=None, use_nms=True):
         """Detections in the batch's pixel coordinates (see predict()).
+
+        scales: the resize factor of each image (the RPN's minimum box size is in original
+        pixels, so it is multiplied by it); default 1.
 
         post_nms_top_n overrides the number of test proposals; use_nms=False skips the
         proposal layer's NMS (both for the paper's Table 2 experiments).
@@ -234,16 +248,12 @@ class FasterRCNN(Module):
         feat = self.backbone.forward(batch)                              # (N, C, h, w)
         logits, deltas = self.rpn.forward(feat)                         # (N, R, 2), (N, R, 4)
         anchors = self.anchors(feat.shape[2], feat.shape[3], xp)
+        scales = [1.0] * len(image_sizes) if scales is None else scales
         rois, counts = [], []
         for i, size in enumerate(image_sizes):
-            fg = softmax(logits[i])[:, 1]
-            props, _ = proposal_layer(
-                anchors, fg, deltas[i], size, pre_nms_top_n=cfg.rpn_pre_nms_top_n_test,
-                post_nms_top_n=post_nms_top_n or cfg.rpn_post_nms_top_n_test,
-                nms_threshold=cfg.rpn_nms_threshold if use_nms else 1.0,
-                min_size=cfg.rpn_min_size)
-            batch_col = xp.full((props.shape[0], 1), i, dtype=self.dtype)
-            rois.append(xp.concatenate([batch_col, props.astype(self.dtype)], axis=1))
+            props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], False,
+                                    post_nms_top_n, use_nms)
+            rois.append(self._with_batch_index(props, i))
             counts.append(props.shape[0])
         rois = xp.concatenate(rois)                                      # (S, 5)
         scores, head_deltas = self.head.forward(feat, rois)             # (S, K+1), (S, 4(K+1))
