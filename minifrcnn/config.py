@@ -107,7 +107,7 @@ class Config:
             rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=300,
             rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=100,
             head_hidden=256,
-            lr=0.01, images_per_batch=2, iters=3000, lr_steps=(2400,),
+            lr=0.01, images_per_batch=2, iters=5000, lr_steps=(4000,),
         )
         values.update(overrides)
         return cls(**values)
