@@ -92,8 +92,15 @@ def cmd_train(args):
     print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
           f"{cfg.iters} iterations of {cfg.images_per_batch} images, device {device}")
     t0 = time.time()
-    model = train(cfg, samples, args.out, device=device, resume=args.resume,
-                  checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    if args.scheme == "alternating":
+        from .alternating import train_alternating
+        model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
+                                  device=device, resume=args.resume,
+                                  checkpoint_every=args.checkpoint_every,
+                                  progress=not args.no_progress)
+    else:
+        model = train(cfg, samples, args.out, device=device, resume=args.resume,
+                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
     if args.no_eval:
         return
@@ -180,8 +187,10 @@ def build_parser():
     s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.npz")
     s.add_argument("--iters", type=int, help="iterations (default: the config's)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: $MINIFRCNN_DEVICE or cpu")
-    s.add_argument("--scheme", choices=["joint"], default="joint",
-                   help="training scheme (approximate joint training)")
+    s.add_argument("--scheme", choices=["joint", "alternating"], default="joint",
+                   help="approximate joint training, or the paper's 4-step alternating training")
+    s.add_argument("--step-iters", type=int, nargs=4, metavar="N",
+                   help="alternating: iterations of steps 1-4 (default: --iters split 2:1:2:1)")
     s.add_argument("--seed", type=int, default=0, help="seed of the weights and sampling")
     s.add_argument("--data-seed", type=int, default=0, help="seed of the generated shapes data")
     s.add_argument("--train-images", type=int, help="use only the first N training images")

@@ -108,7 +108,7 @@ class FasterRCNN(Module):
 
     # --- training -----------------------------------------------------------------------
     def forward_train(self, images, image_sizes, gt_boxes, gt_labels, rng, scales=None,
-                      samples=None):
+                      samples=None, parts=("rpn", "head"), proposer=None):
         """One forward pass of approximate joint training; returns (terms, samples).
 
         images (N, 3, H, W) normalised float32, on the model's device.
@@ -118,74 +118,104 @@ class FasterRCNN(Module):
         scales: N resize factors (only for the RPN's minimum proposal size); default 1.
         samples: the `samples` of an earlier call to reuse instead of sampling anew (the
             whole-model gradient check holds anchors labels and RoIs fixed this way).
+        parts: the losses to compute, ("rpn", "head") for joint training; the 4-step
+            alternating scheme trains ("rpn",) or ("head",) alone (alternating.py).
+        proposer: another FasterRCNN whose RPN makes the proposals for the head (step 2 of
+            the alternating scheme); None: this model's own RPN.
 
-        terms: {"rpn_cls", "rpn_reg", "head_cls", "head_reg", "total"} as 0-d arrays.
+        terms: {"rpn_cls", "rpn_reg", "head_cls", "head_reg", "total"} as 0-d arrays, only
+        the terms of `parts` (and "total").
         """
         cfg = self.cfg
         xp = get_array_module(images)
         n = images.shape[0]
         scales = [1.0] * n if scales is None else scales
+        want_rpn, want_head = "rpn" in parts, "head" in parts
         feat = self.backbone.forward(images)                             # (N, C, h, w)
         fh, fw = feat.shape[2:]
-        logits, deltas = self.rpn.forward(feat)                         # (N, R, 2), (N, R, 4)
         anchors = self.anchors(fh, fw, xp)                              # (R, 4)
-
+        logits = deltas = None
+        if want_rpn or proposer is None:
+            logits, deltas = self.rpn.forward(feat)                     # (N, R, 2), (N, R, 4)
         if samples is None:
-            samples = self.sample(anchors, logits, deltas, image_sizes, gt_boxes, gt_labels,
-                                  rng, scales)
-        rpn_terms, dlogits, ddeltas = rpn_loss(logits, deltas, samples["rpn_labels"],
-                                               samples["rpn_targets"], (fh, fw), cfg)
-        scores, head_deltas = self.head.forward(feat, samples["rois"])   # (S, K+1), (S, 4(K+1))
-        head_terms, dscores, dhead = fast_rcnn_loss(
-            scores, head_deltas, samples["roi_labels"], samples["roi_targets"],
-            samples["roi_weights"], cfg)
-        self._grads = (dlogits, ddeltas, dscores, dhead)
-        terms = {**rpn_terms, **head_terms}
+            if proposer is None:
+                prop_logits, prop_deltas = logits, deltas
+            else:                                # the other model's RPN, on the same images
+                prop_logits, prop_deltas = proposer.rpn.forward(proposer.backbone.forward(images))
+            samples = self.sample(anchors, prop_logits, prop_deltas, image_sizes, gt_boxes,
+                                  gt_labels, rng, scales, want_rpn, want_head)
+        terms, self._grads = {}, {}
+        if want_rpn:
+            rpn_terms, dlogits, ddeltas = rpn_loss(logits, deltas, samples["rpn_labels"],
+                                                   samples["rpn_targets"], (fh, fw), cfg)
+            terms.update(rpn_terms)
+            self._grads["rpn"] = (dlogits, ddeltas)
+        if want_head:
+            scores, head_deltas = self.head.forward(feat, samples["rois"])   # (S, K+1), (S, 4(K+1))
+            head_terms, dscores, dhead = fast_rcnn_loss(
+                scores, head_deltas, samples["roi_labels"], samples["roi_targets"],
+                samples["roi_weights"], cfg)
+            terms.update(head_terms)
+            self._grads["head"] = (dscores, dhead)
         terms["total"] = sum(terms.values())
         return terms, samples
 
-    def sample(self, anchors, logits, deltas, image_sizes, gt_boxes, gt_labels, rng, scales):
-        """Anchor targets for the RPN and sampled RoIs with their targets for the head."""
+    def sample(self, anchors, logits, deltas, image_sizes, gt_boxes, gt_labels, rng, scales,
+               rpn=True, head=True):
+        """Anchor targets for the RPN (if rpn) and sampled RoIs with their targets (if head).
+
+        logits, deltas: the RPN outputs the proposals are made from.
+        """
         cfg = self.cfg
         xp = get_array_module(logits)
         rpn_labels, rpn_targets, rois, roi_labels, roi_targets, roi_weights = [], [], [], [], [], []
         for i, (size, boxes, labels) in enumerate(zip(image_sizes, gt_boxes, gt_labels)):
             boxes = xp.asarray(boxes, dtype=self.dtype).reshape(-1, 4)
             labels = xp.asarray(labels).reshape(-1)
-            lab, tgt = anchor_targets(
-                anchors, boxes, size, rng, positive_iou=cfg.rpn_positive_iou,
-                negative_iou=cfg.rpn_negative_iou, batch_size=cfg.rpn_batch_size,
-                positive_fraction=cfg.rpn_positive_fraction,
-                allowed_border=cfg.rpn_allowed_border)[:2]
-            rpn_labels.append(lab)
-            rpn_targets.append(tgt)
-            props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], True)
-            t = proposal_targets(
-                props, boxes, labels, cfg.num_classes, rng, batch_size=cfg.roi_batch_size,
-                fg_fraction=cfg.roi_fg_fraction, fg_iou=cfg.roi_fg_iou,
-                bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo, stds=cfg.bbox_stds)
-            rois.append(self._with_batch_index(t["rois"], i))
-            roi_labels.append(t["labels"])
-            roi_targets.append(t["bbox_targets"])
-            roi_weights.append(t["bbox_weights"])
-        return {
-            "rpn_labels": xp.stack(rpn_labels),                          # (N, R)
-            "rpn_targets": xp.stack(rpn_targets).astype(self.dtype),     # (N, R, 4)
-            "rois": xp.concatenate(rois),                                # (S, 5)
-            "roi_labels": xp.concatenate(roi_labels),                    # (S,)
-            "roi_targets": xp.concatenate(roi_targets).astype(self.dtype),   # (S, 4(K+1))
-            "roi_weights": xp.concatenate(roi_weights).astype(self.dtype),
-        }
+            if rpn:
+                lab, tgt = anchor_targets(
+                    anchors, boxes, size, rng, positive_iou=cfg.rpn_positive_iou,
+                    negative_iou=cfg.rpn_negative_iou, batch_size=cfg.rpn_batch_size,
+                    positive_fraction=cfg.rpn_positive_fraction,
+                    allowed_border=cfg.rpn_allowed_border)[:2]
+                rpn_labels.append(lab)
+                rpn_targets.append(tgt)
+            if head:
+                props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], True)
+                t = proposal_targets(
+                    props, boxes, labels, cfg.num_classes, rng, batch_size=cfg.roi_batch_size,
+                    fg_fraction=cfg.roi_fg_fraction, fg_iou=cfg.roi_fg_iou,
+                    bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo,
+                    stds=cfg.bbox_stds)
+                rois.append(self._with_batch_index(t["rois"], i))
+                roi_labels.append(t["labels"])
+                roi_targets.append(t["bbox_targets"])
+                roi_weights.append(t["bbox_weights"])
+        samples = {}
+        if rpn:
+            samples["rpn_labels"] = xp.stack(rpn_labels)                         # (N, R)
+            samples["rpn_targets"] = xp.stack(rpn_targets).astype(self.dtype)    # (N, R, 4)
+        if head:
+            samples["rois"] = xp.concatenate(rois)                               # (S, 5)
+            samples["roi_labels"] = xp.concatenate(roi_labels)                   # (S,)
+            samples["roi_targets"] = xp.concatenate(roi_targets).astype(self.dtype)  # (S, 4(K+1))
+            samples["roi_weights"] = xp.concatenate(roi_weights).astype(self.dtype)
+        return samples
 
     def backward(self):
         """Backpropagate the last forward_train's loss into every parameter's .grad.
 
         The RPN and the head each give a gradient on the shared feature map; they are summed
-        there (approximate joint training) and sent on through the backbone.
+        there (approximate joint training) and sent on through the backbone. A frozen
+        backbone (alternating training, steps 3 and 4) is skipped: nothing there would change.
         """
-        dlogits, ddeltas, dscores, dhead = self._grads
-        dfeat = self.rpn.backward(dlogits, ddeltas) + self.head.backward(dscores, dhead)
-        self.backbone.backward(dfeat)
+        dfeat = 0
+        if "rpn" in self._grads:
+            dfeat = dfeat + self.rpn.backward(*self._grads["rpn"])
+        if "head" in self._grads:
+            dfeat = dfeat + self.head.backward(*self._grads["head"])
+        if any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.backward(dfeat)
 
     # --- inference ----------------------------------------------------------------------
     def preprocess(self, images):

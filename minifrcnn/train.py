@@ -139,11 +139,14 @@ def load_checkpoint(path, model, optimizer):
 
 
 def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=250,
-          progress=True, model=None, log=print):
+          progress=True, model=None, log=print, parts=("rpn", "head"), proposer=None):
     """Train a FasterRCNN on `dataset` (a sequence of sample dicts); returns the model.
 
     cfg.iters iterations of cfg.images_per_batch images. With resume=True and a
     checkpoint.npz in out_dir, continue from it (same config required).
+    parts, proposer: which losses to train and whose RPN proposes (see
+    FasterRCNN.forward_train); the defaults are approximate joint training. Frozen
+    parameters (requires_grad False) are never updated.
     """
     os.makedirs(out_dir, exist_ok=True)
     if len(dataset) == 0:
@@ -177,7 +180,7 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     try:
         with open(log_path, "a") as log_file:
             for it in bar:
-                terms = train_step(model, optimizer, dataset, cfg, it)
+                terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
                 if not all(math.isfinite(v) for v in terms.values()):
                     raise TrainingDiverged(
                         f"loss became {terms['total']} at iteration {it} "
@@ -210,7 +213,7 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     return model
 
 
-def train_step(model, optimizer, dataset, cfg, it):
+def train_step(model, optimizer, dataset, cfg, it, parts=("rpn", "head"), proposer=None):
     """One SGD iteration; returns the loss terms as Python floats (the only host copies)."""
     rng = np.random.default_rng([cfg.seed, it])
     idx = batch_indices(len(dataset), cfg.images_per_batch, it, cfg.seed)
@@ -218,7 +221,8 @@ def train_step(model, optimizer, dataset, cfg, it):
     images = to_device(images, model.device())
     optimizer.set_lr(lr_at(it, cfg.lr, cfg.lr_steps, cfg.lr_gamma))
     model.zero_grad()
-    terms, _ = model.forward_train(images, sizes, boxes, labels, rng, scales=scales)
+    terms, _ = model.forward_train(images, sizes, boxes, labels, rng, scales=scales,
+                                   parts=parts, proposer=proposer)
     values = {k: float(v) for k, v in terms.items()}
     if all(math.isfinite(v) for v in values.values()):
         model.backward()
@@ -251,7 +255,7 @@ def plot_losses(log_path, png_path, smooth=20):
         return
     its = np.array([r["iter"] for r in records])
     fig, ax = plt.subplots(figsize=(7, 4))
-    for term in LOSS_TERMS:
+    for term in [t for t in LOSS_TERMS if t in records[0]]:
         v = np.array([r[term] for r in records], dtype=float)
         k = max(1, min(smooth, len(v)))
         ma = np.convolve(v, np.ones(k) / k, mode="valid")

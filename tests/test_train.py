@@ -71,8 +71,8 @@ def test_resume_without_checkpoint_names_the_path(tmp_path, data):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
     real_step = train_mod.train_step
 
-    def step(model, optimizer, dataset, cfg, it):
-        terms = real_step(model, optimizer, dataset, cfg, it)
+    def step(model, optimizer, dataset, cfg, it, *args):
+        terms = real_step(model, optimizer, dataset, cfg, it, *args)
         if it == 4:
             terms = dict(terms, head_reg=float("nan"), total=float("nan"))
         return terms
@@ -100,10 +100,10 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
     train(tiny_config(), data, full, **quiet)
     real_step = train_mod.train_step
 
-    def step(model, optimizer, dataset, cfg, it):
+    def step(model, optimizer, dataset, cfg, it, *args):
         if it == 2:
             os.kill(os.getpid(), signal.SIGINT)      # what Ctrl-C sends, mid-iteration
-        return real_step(model, optimizer, dataset, cfg, it)
+        return real_step(model, optimizer, dataset, cfg, it, *args)
 
     monkeypatch.setattr(train_mod, "train_step", step)
     with pytest.raises(KeyboardInterrupt):
