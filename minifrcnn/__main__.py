@@ -1,7 +1,8 @@
-"""Command line: python -m minifrcnn make-shapes | train | evaluate | detect | bench
+"""Command line: python -m minifrcnn make-shapes | train | pretrain | evaluate | detect | bench
 
     python -m minifrcnn make-shapes --out data/shapes                 # a VOC folder, train + test
     python -m minifrcnn train --dataset shapes --out runs/shapes      # trains, then prints test mAP
+    python -m minifrcnn pretrain --dataset shapes --out runs/backbone.npz   # backbone as a classifier
     python -m minifrcnn evaluate --checkpoint runs/shapes/model.npz --dataset shapes --split test
     python -m minifrcnn detect --checkpoint runs/shapes/model.npz img.png --out detections/
     python -m minifrcnn bench
@@ -89,18 +90,27 @@ def cmd_train(args):
         overrides["lr_steps"] = (int(args.iters * 0.8),)
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
                           max_size=args.max_size, **overrides)
+    schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
+                f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
     print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
-          f"{cfg.iters} iterations of {cfg.images_per_batch} images, device {device}")
+          f"{schedule} of {cfg.images_per_batch} images, device {device}")
+    start_model = None
+    if args.backbone_weights:
+        from .backbones import load_backbone_weights
+        from .model import FasterRCNN
+        start_model = FasterRCNN(cfg)
+        load_backbone_weights(start_model.backbone, args.backbone_weights)
     t0 = time.time()
     if args.scheme == "alternating":
         from .alternating import train_alternating
         model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
                                   device=device, resume=args.resume,
                                   checkpoint_every=args.checkpoint_every,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, start_model=start_model)
     else:
         model = train(cfg, samples, args.out, device=device, resume=args.resume,
-                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                      model=start_model)
     print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
     if args.no_eval:
         return
@@ -108,6 +118,15 @@ def cmd_train(args):
                          class_names=class_names if args.dataset == "voc" else None)
     _evaluate_and_print(model, test, class_names, os.path.join(args.out, "eval.json"),
                         os.path.join(args.out, "pr_curves.png"))
+
+
+def cmd_pretrain(args):
+    from .pretrain import pretrain_backbone
+    device = resolve_device(args.device)
+    samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
+                                      args.train_images)
+    cfg = config_for_data(samples, class_names, seed=args.seed, backbone=args.backbone)
+    pretrain_backbone(cfg, samples, args.out, iters=args.iters, device=device)
 
 
 def cmd_evaluate(args):
@@ -196,11 +215,24 @@ def build_parser():
     s.add_argument("--train-images", type=int, help="use only the first N training images")
     s.add_argument("--min-size", type=int, help="shorter image side (default: from the data)")
     s.add_argument("--max-size", type=int, help="longest image side cap")
+    s.add_argument("--backbone-weights", help="start the backbone from this npz (see pretrain)")
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
     s.add_argument("--checkpoint-every", type=int, default=250)
     s.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("pretrain", help="train the backbone as a classifier on object crops")
+    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
+    s.add_argument("--data-dir")
+    s.add_argument("--out", required=True, help="npz file for the backbone weights")
+    s.add_argument("--backbone", default="small", choices=["tiny", "small", "zf", "vgg16"])
+    s.add_argument("--iters", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data-seed", type=int, default=0)
+    s.add_argument("--train-images", type=int)
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("evaluate", help="VOC and COCO mAP of a checkpoint on a split")
     s.add_argument("--checkpoint", required=True)
