@@ -1,4 +1,4 @@
-"""Command line: python -m minifrcnn make-shapes | train | pretrain | evaluate | detect | bench
+"""Command line: python -m minifrcnn make-shapes | train | pretrain | experiment | evaluate | detect | bench
 
     python -m minifrcnn make-shapes --out data/shapes                 # a VOC folder, train + test
     python -m minifrcnn train --dataset shapes --out runs/shapes      # trains, then prints test mAP
@@ -129,6 +129,14 @@ def cmd_pretrain(args):
     pretrain_backbone(cfg, samples, args.out, iters=args.iters, device=device)
 
 
+def cmd_experiment(args):
+    from .experiments import run_experiment
+    device = resolve_device(args.device)
+    seeds, iters = (1, 150) if args.quick else (args.seeds, args.iters)
+    run_experiment(args.name, args.out, seeds=seeds, iters=iters,
+                   train_images=args.train_images, test_images=args.test_images, device=device)
+
+
 def cmd_evaluate(args):
     from .model import FasterRCNN
     device = resolve_device(args.device)
@@ -233,6 +241,18 @@ def build_parser():
     s.add_argument("--train-images", type=int)
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("experiment", help="the paper's experiments in miniature (several seeds)")
+    s.add_argument("name", choices=["schemes", "anchors", "lambda", "proposals", "sharing",
+                                    "pretrain"])
+    s.add_argument("--out", default="runs/experiments", help="folder for the tables and plots")
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--iters", type=int, default=1500, help="training iterations per run")
+    s.add_argument("--train-images", type=int, default=1000)
+    s.add_argument("--test-images", type=int, default=200)
+    s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")
+    s.add_argument("--device", choices=["cpu", "cuda"])
+    s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("evaluate", help="VOC and COCO mAP of a checkpoint on a split")
     s.add_argument("--checkpoint", required=True)

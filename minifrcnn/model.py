@@ -25,7 +25,7 @@ import numpy as np
 from .anchor_targets import anchor_targets
 from .anchors import generate_base_anchors, grid_anchors
 from .backbones import backbone_channels, backbone_stride, build_backbone
-from .backend import get_array_module, to_device, to_numpy
+from .backend import device_of, get_array_module, to_device, to_numpy
 from .boxes import batched_nms, clip_boxes, decode
 from .config import Config
 from .data.transforms import normalize, resize_image, resize_scale, to_batch
@@ -239,9 +239,8 @@ class FasterRCNN(Module):
         return to_device(batch.astype(self.dtype, copy=False), self.device()), sizes, scales
 
     def device(self):
-        """"cuda" if the parameters live on the GPU, else "cpu"."""
-        p = self.parameters()[0].data
-        return "cpu" if get_array_module(p) is np else "cuda"
+        """Where the parameters live: "cpu", "cuda" (or "strict", the test device)."""
+        return device_of(self.parameters()[0].data)
 
     def predict(self, images):
         """Detect objects. Returns one dict per image in original pixel coordinates:
@@ -264,19 +263,23 @@ class FasterRCNN(Module):
             d["boxes"] = clip_boxes(d["boxes"] / s, (h, w)).astype(np.float32)
         return dets
 
-    def detect(self, batch, image_sizes, scales=None, post_nms_top_n=None, use_nms=True):
+    def detect(self, batch, image_sizes, scales=None, post_nms_top_n=None, use_nms=True,
+               proposer=None):
         """Detections in the batch's pixel coordinates (see predict()).
 
         scales: the resize factor of each image (the RPN's minimum box size is in original
         pixels, so it is multiplied by it); default 1.
 
         post_nms_top_n overrides the number of test proposals; use_nms=False skips the
-        proposal layer's NMS (both for the paper's Table 2 experiments).
+        proposal layer's NMS (both for the paper's Table 2 experiments). proposer: another
+        FasterRCNN whose RPN proposes (unshared features, experiments.py).
         """
         cfg = self.cfg
         xp = get_array_module(batch)
         feat = self.backbone.forward(batch)                              # (N, C, h, w)
-        logits, deltas = self.rpn.forward(feat)                         # (N, R, 2), (N, R, 4)
+        rpn_model = self if proposer is None else proposer
+        rpn_feat = feat if proposer is None else proposer.backbone.forward(batch)
+        logits, deltas = rpn_model.rpn.forward(rpn_feat)                # (N, R, 2), (N, R, 4)
         anchors = self.anchors(feat.shape[2], feat.shape[3], xp)
         scales = [1.0] * len(image_sizes) if scales is None else scales
         rois, counts = [], []

@@ -1,0 +1,173 @@
+"""The paper's main experiments in miniature, on the shapes data, over several seeds.
+
+    python -m minifrcnn experiment schemes     # joint vs 4-step alternating: mAP and time
+    python -m minifrcnn experiment anchors     # 1x1, 1x3, 3x1, 3x3 scales x ratios (Table 8)
+    python -m minifrcnn experiment lambda      # lambda in {0.1, 1, 10, 100} (Table 9)
+    python -m minifrcnn experiment proposals   # 50/100/300/1000 test proposals, NMS or not (Table 2)
+    python -m minifrcnn experiment sharing     # shared vs unshared conv features
+    python -m minifrcnn experiment pretrain    # backbone from scratch vs pre-trained on crops
+    ... --seeds 3 --iters 1500 --out runs/experiments     (--quick: 1 seed, 150 iterations)
+
+Each writes <out>/<name>.md (a markdown table: mean and standard deviation over seeds),
+<name>.json (every run) and <name>.png (a bar chart with the spread), and prints the table.
+Every variant trains on the same data with the same seeds; only the setting under study
+changes. mAP is VOC mAP@0.5 (all-point) on the shapes test split.
+"""
+import json
+import os
+import time
+
+import numpy as np
+
+from .backend import to_device
+from .data import shapes
+from .detect import predict_dataset
+from .evaluate import evaluate_detections
+from .train import default_config, prepare_batch, train
+
+NAMES = ("schemes", "anchors", "lambda", "proposals", "sharing", "pretrain")
+
+
+def _map(dets, test):
+    gts = [{"boxes": s["boxes"], "labels": s["labels"]} for s in test]
+    return float(evaluate_detections(dets, gts, shapes.CLASS_NAMES)["map"])
+
+
+def _detect_all(model, test, batch_size=8, **detect_args):
+    """model.detect over the test set with extra arguments (proposal count, NMS, proposer)."""
+    out = []
+    for start in range(0, len(test), batch_size):
+        batch = test[start:start + batch_size]
+        images, sizes, _, _, scales = prepare_batch(batch, model.cfg, None, train=False)
+        out.extend(model.detect(to_device(images, model.device()), sizes, scales, **detect_args))
+    return out
+
+
+def _variants(name):
+    """(label, config overrides, how to train, how to test) for each variant of an experiment."""
+    if name == "schemes":
+        return [("joint", {}, "joint", {}), ("alternating", {}, "alternating", {})]
+    if name == "anchors":
+        return [("1 scale x 1 ratio", {"anchor_scales": (4,), "anchor_ratios": (1.0,)}, "joint", {}),
+                ("1 scale x 3 ratios", {"anchor_scales": (4,)}, "joint", {}),
+                ("3 scales x 1 ratio", {"anchor_ratios": (1.0,)}, "joint", {}),
+                ("3 scales x 3 ratios", {}, "joint", {})]
+    if name == "lambda":
+        return [(f"lambda = {lam:g}", {"rpn_lambda": lam}, "joint", {}) for lam in (0.1, 1, 10, 100)]
+    if name == "proposals":
+        # one trained model per seed, tested with different proposal settings
+        return ([(f"{n} proposals, NMS", {}, "joint", {"post_nms_top_n": n})
+                 for n in (50, 100, 300, 1000)]
+                + [("1000 proposals, no NMS", {}, "joint", {"post_nms_top_n": 1000, "use_nms": False})])
+    if name == "sharing":
+        return [("shared (4-step)", {}, "alternating", {}),
+                ("unshared (steps 1-2)", {}, "alternating", {"unshared": True})]
+    if name == "pretrain":
+        return [("scratch", {}, "joint", {}), ("pre-trained backbone", {}, "pretrained", {})]
+    raise ValueError(f"experiment {name!r}: expected one of {', '.join(NAMES)}")
+
+
+def run_experiment(name, out_dir, seeds=3, iters=1500, train_images=1000, test_images=200,
+                   device="cpu", log=print):
+    """Run every variant of experiment `name` for each seed; write and return the results."""
+    variants = _variants(name)
+    os.makedirs(out_dir, exist_ok=True)
+    data = shapes.make_split("train", train_images)
+    test = shapes.make_split("test", test_images)
+    runs = []
+    for seed in range(seeds):
+        trained = {}                       # (overrides, scheme) -> (model, seconds, extra)
+        for label, overrides, scheme, test_args in variants:
+            key = (json.dumps(overrides, sort_keys=True), scheme)
+            if key not in trained:
+                trained[key] = _train_variant(name, label, overrides, scheme, data, out_dir,
+                                              seed, iters, device, log)
+            model, seconds, extra = trained[key]
+            test_args = dict(test_args)
+            if test_args.pop("unshared", False):
+                # the step-2 detector with the step-1 RPN: two networks, no shared convs
+                model, test_args["proposer"] = extra["step2"], extra["step1"]
+            m = _map(_detect_all(model, test, **test_args), test)
+            runs.append({"variant": label, "seed": seed, "map": m, "train_seconds": seconds})
+            log(f"{name} | seed {seed} | {label}: mAP {m:.4f}, trained in {seconds:.0f} s")
+    summary = summarise(runs, [v[0] for v in variants])
+    result = {"experiment": name, "seeds": seeds, "iters": iters, "train_images": train_images,
+              "test_images": test_images, "runs": runs, "summary": summary}
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    table = format_table(name, summary, seeds, iters)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(table + "\n")
+    plot_summary(name, summary, os.path.join(out_dir, f"{name}.png"))
+    log(table)
+    return result
+
+
+def _train_variant(name, label, overrides, scheme, data, out_dir, seed, iters, device, log):
+    cfg = default_config("shapes", shapes.CLASS_NAMES, seed=seed, iters=iters,
+                         lr_steps=(int(iters * 0.8),), **overrides)
+    folder = os.path.join(out_dir, name, f"{label.replace(' ', '_')}_seed{seed}")
+    quiet = {"progress": False, "log": lambda *_: None, "device": device,
+             "checkpoint_every": max(iters, 1)}
+    t0 = time.time()
+    extra = {}
+    if scheme == "alternating":
+        from .alternating import train_alternating
+        from .model import FasterRCNN
+        model = train_alternating(cfg, data, folder, **quiet)
+        extra["step1"] = FasterRCNN.load(os.path.join(folder, "step1", "model.npz"), device=device)
+        extra["step2"] = FasterRCNN.load(os.path.join(folder, "step2", "model.npz"), device=device)
+    elif scheme == "pretrained":
+        from .backbones import load_backbone_weights
+        from .model import FasterRCNN
+        from .pretrain import pretrain_backbone
+        os.makedirs(folder, exist_ok=True)
+        weights = os.path.join(folder, "backbone.npz")
+        pretrain_backbone(cfg, data, weights, iters=max(iters // 2, 1), device=device,
+                          log=lambda *_: None)
+        start = FasterRCNN(cfg)
+        load_backbone_weights(start.backbone, weights)
+        model = train(cfg, data, folder, model=start, **quiet)
+    else:
+        model = train(cfg, data, folder, **quiet)
+    return model, time.time() - t0, extra
+
+
+def summarise(runs, labels):
+    """Mean and standard deviation of mAP and training time per variant, in variant order."""
+    out = []
+    for label in labels:
+        rows = [r for r in runs if r["variant"] == label]
+        maps = np.array([r["map"] for r in rows])
+        secs = np.array([r["train_seconds"] for r in rows])
+        out.append({"variant": label, "map_mean": float(maps.mean()), "map_std": float(maps.std()),
+                    "seconds_mean": float(secs.mean()), "n": len(rows)})
+    return out
+
+
+def format_table(name, summary, seeds, iters):
+    lines = [f"### {name} ({seeds} seed(s), {iters} iterations each)", "",
+             "| variant | mAP@0.5 mean | std | train time (s) |", "|---|---:|---:|---:|"]
+    for s in summary:
+        lines.append(f"| {s['variant']} | {s['map_mean']:.4f} | {s['map_std']:.4f} | "
+                     f"{s['seconds_mean']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_summary(name, summary, path):
+    """A bar per variant: mean mAP with the standard deviation over seeds as an error bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(summary)), 3.5))
+    x = np.arange(len(summary))
+    ax.bar(x, [s["map_mean"] for s in summary], yerr=[s["map_std"] for s in summary],
+           capsize=4, color="tab:blue", label="mAP@0.5 (mean over seeds)")
+    ax.set_xticks(x, [s["variant"] for s in summary], rotation=15, ha="right")
+    ax.set_ylabel("mAP@0.5 on shapes test")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"experiment: {name}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,39 @@
+"""experiments.py: every experiment's runner produces its table, JSON and plot (tiny settings)."""
+import json
+import os
+
+import pytest
+
+from minifrcnn import experiments
+from minifrcnn.experiments import NAMES, run_experiment
+
+
+@pytest.fixture(autouse=True)
+def tiny(monkeypatch):
+    """A tiny model so that each runner finishes in seconds; the runner's logic is unchanged."""
+    real = experiments.default_config
+
+    def small(dataset, names, **overrides):
+        return real(dataset, names, backbone="tiny", head_hidden=16, roi_output_size=3,
+                    rpn_batch_size=32, roi_batch_size=16, **overrides)
+
+    monkeypatch.setattr(experiments, "default_config", small)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runner_writes_its_table(name, tmp_path):
+    result = run_experiment(name, str(tmp_path), seeds=1, iters=2, train_images=6,
+                            test_images=4, log=lambda *_: None)
+    labels = [s["variant"] for s in result["summary"]]
+    assert len(labels) == len(experiments._variants(name)) and len(set(labels)) == len(labels)
+    for s in result["summary"]:
+        assert 0.0 <= s["map_mean"] <= 1.0 and s["n"] == 1
+    table = open(tmp_path / f"{name}.md").read()
+    assert all(label in table for label in labels)
+    assert json.load(open(tmp_path / f"{name}.json"))["experiment"] == name
+    assert os.path.getsize(tmp_path / f"{name}.png") > 1000
+
+
+def test_unknown_experiment():
+    with pytest.raises(ValueError, match="experiment 'nope'"):
+        run_experiment("nope", "/tmp/unused")
