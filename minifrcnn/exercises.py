@@ -1,0 +1,1083 @@
+"""Classroom exercises: checks that test a student's function against the library.
+
+Each exercise notebook (notebooks/exercises/student/NN_*.ipynb) asks for one or two functions
+with an exact signature, then calls a check on them:
+
+    from minifrcnn.exercises import check_iou
+    check_iou(iou)
+
+A check runs the student's function on hand-made edge cases and on seeded random inputs,
+compares every answer with minifrcnn's own, and prints friendly feedback: PASS or FAIL for each
+case, and for a failing case its inputs, the expected answer against the one it got, and a hint
+(a specific one when the answer matches a known slip, such as a `+1` in a width or `>=` where
+NMS wants `>`). It returns True when every case passes, else False, and never raises: a stub
+that still raises NotImplementedError is reported as "not implemented yet", and any other
+exception is shown in one line with the line of your code it came from. The student's function
+always receives copies of the inputs: NumPy arrays in float64 (the labels of 06 in int64), and
+plain Python numbers and tuples for sizes, ratios, thresholds and the like.
+
+The exercises, the exact signature each function must have, its check, and the library
+function it is compared with:
+
+    01 IoU                  iou(a, b) -> (N, M)                                  check_iou
+                            a: (N, 4), b: (M, 4) boxes (x1, y1, x2, y2)          boxes.box_iou
+    02 anchors              generate_anchors(base_size, ratios, scales) -> (A, 4)  check_anchors
+                                                                                 anchors.generate_base_anchors
+                            grid_anchors(base, feat_h, feat_w, stride)           check_grid_anchors
+                                -> (feat_h * feat_w * A, 4)                      anchors.grid_anchors
+    03 box encode / decode  encode(ref, target, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4)  check_encode
+                            decode(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4)  check_decode
+                            both, and decode(encode(.)) round trips              check_encode_decode
+                                                                                 boxes.encode, boxes.decode
+    04 NMS                  nms(boxes, scores, iou_threshold) -> (K,) integer indices  check_nms
+                                                                                 boxes.nms
+    05 smooth L1            smooth_l1(pred, target, weights, sigma=1.0, normalizer=1.0)
+                                -> (loss, dpred)                                 check_smooth_l1
+                                                                                 ops.smooth_l1
+    06 softmax cross-       softmax_cross_entropy_backward(logits, labels, normalizer=None)
+       entropy backward         -> dlogits (N, C)                                check_softmax_cross_entropy_backward
+                                                                                 ops.softmax_cross_entropy
+    07 RoI pooling          roi_pool(feat, rois, output_size=(7, 7), spatial_scale=1/16)
+       forward                  -> (K, C, PH, PW)                                check_roi_pool
+                                                                                 ops.roi_pool_forward
+    08 convolution          conv_backward(dout, x, w, stride=1, pad=0) -> (dx, dw, db)  check_conv_backward
+       backward                                                                  ops.conv2d_forward / conv2d_backward
+
+The checks call keyword arguments by the names above (weights=, sigma=, normalizer=,
+output_size=, spatial_scale=, stride=, pad=), so keep those names.
+
+Teachers: the `_..._variant` functions below are the known slips the hints recognise; each is
+the correct computation with one switch flipped, and tests/test_exercises.py checks that with
+every switch in its default position they agree with the library.
+"""
+import math
+import sys
+import textwrap
+import traceback
+
+import numpy as np
+
+from . import anchors as _anchors
+from . import boxes as _boxes
+from . import ops as _ops
+
+__all__ = [
+    "check_iou", "check_anchors", "check_grid_anchors", "check_encode", "check_decode",
+    "check_encode_decode", "check_nms", "check_smooth_l1", "check_softmax_cross_entropy_backward",
+    "check_roi_pool", "check_conv_backward",
+]
+
+MAX_DETAILS = 3          # failing cases shown in full; later failures get one line each
+
+
+# ======================================================================================
+# the machinery: cases, comparisons, feedback
+# ======================================================================================
+
+class Case:
+    """One call of the student's function: its name, its inputs, the library's answer, a hint."""
+
+    def __init__(self, name, args, kwargs=None, expected=None, hint="", note=""):
+        self.name = name
+        self.args = tuple(args)            # positional arguments, in the documented order
+        self.kwargs = dict(kwargs or {})   # keyword arguments, by their documented names
+        self.expected = expected           # what the library returns for these inputs
+        self.hint = hint                   # general hint shown when this case fails
+        self.note = note                   # shown instead of big arrays, e.g. "seeded random"
+
+
+def _copy(value):
+    """Copies of arrays (so a function that writes into its inputs cannot spoil the next case)."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_copy(v) for v in value)
+    return value
+
+
+def _fmt(value):
+    """A short readable string for a number or an array."""
+    with np.printoptions(precision=4, suppress=True, floatmode="maxprec", linewidth=88):
+        if isinstance(value, np.ndarray):
+            if value.size == 0:
+                return f"empty array of shape {value.shape}"
+            return np.array2string(value, separator=", ")
+        if isinstance(value, (float, np.floating)):
+            text = f"{float(value):.6g}"
+            return text if any(ch in text for ch in ".ein") else text + ".0"
+        return repr(value)
+
+
+def _fmt_index(idx):
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def _as_float_array(got, what):
+    """got as a float64 array, or (None, problem lines)."""
+    if got is None:
+        return None, [f"{what} is None: did you forget to `return` it?"]
+    try:
+        arr = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, [f"{what} should be an array of numbers, got a {type(got).__name__}"]
+    return arr, None
+
+
+def _compare_array(expected, got, what="the result", rtol=1e-6, atol=1e-8):
+    """None if got matches expected, else a list of lines that say how they differ."""
+    arr, problem = _as_float_array(got, what)
+    if problem:
+        return problem
+    exp = np.asarray(expected, dtype=np.float64)
+    if arr.shape != exp.shape:
+        return [f"{what}: expected shape {exp.shape}, got shape {arr.shape}"]
+    nan = np.isnan(arr) & ~np.isnan(exp)
+    if nan.any():
+        idx = tuple(np.argwhere(nan)[0])
+        return [f"{what} contains NaN, e.g. at index {_fmt_index(idx)} where {_fmt(exp[idx])} was expected",
+                "(NaN comes from 0 / 0, inf - inf or inf * 0, or from exp() of a huge number)"]
+    bad = ~np.isclose(arr, exp, rtol=rtol, atol=atol, equal_nan=True)
+    if not bad.any():
+        return None
+    idx = tuple(np.argwhere(bad)[0])
+    lines = []
+    if exp.ndim <= 2 and exp.size <= 40:
+        lines += [f"expected {what}:", _fmt(exp), "got:", _fmt(arr)]
+    elif exp.ndim > 2 and exp[idx[:-2]].size <= 49:       # the 2-D slice that holds the first difference
+        at = _fmt_index(idx[:-2])[:-1] + ", :, :]"
+        lines += [f"expected {what}{at}:", _fmt(exp[idx[:-2]]), "got:", _fmt(arr[idx[:-2]])]
+    where = f"at index {_fmt_index(idx)}: " if exp.ndim else ""
+    lines.append(f"{int(bad.sum())} of {exp.size} values differ; the first {where}"
+                 f"expected {_fmt(exp[idx])}, got {_fmt(arr[idx])}")
+    return lines
+
+
+def _compare_scalar(expected, got, what="the loss", rtol=1e-6, atol=1e-10):
+    arr, problem = _as_float_array(got, what)
+    if problem:
+        return problem
+    if arr.size != 1:
+        return [f"{what} should be one number, got an array of shape {arr.shape}"]
+    value = float(arr.reshape(()))
+    if math.isnan(value):
+        return [f"{what} is NaN (expected {_fmt(float(expected))}): a 0 / 0, or exp() of a huge number?"]
+    if not math.isclose(value, float(expected), rel_tol=rtol, abs_tol=atol):
+        return [f"expected {what} {_fmt(float(expected))}, got {_fmt(value)}"]
+    return None
+
+
+def _compare_tuple(expected, got, names, comparers):
+    """For functions that return several things, e.g. (loss, dpred) or (dx, dw, db)."""
+    n = len(names)
+    if not isinstance(got, (tuple, list)) or len(got) != n:
+        what = f"a {type(got).__name__}" if not isinstance(got, (tuple, list)) else f"{len(got)} things"
+        return [f"expected {n} things, ({', '.join(names)}), got {what}",
+                f"end your function with:  return {', '.join(names)}"]
+    for name, cmp, e, g in zip(names, comparers, expected, got):
+        problem = cmp(e, g, name)
+        if problem:
+            return problem
+    return None
+
+
+def _where_in_student_code(exc):
+    """'line N of your code: <source>' for the deepest frame outside NumPy and this module."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    here = __file__
+    numpy_dir = np.__file__.rsplit("/", 1)[0]
+    mine = [f for f in frames if not f.filename.startswith(numpy_dir) and f.filename != here]
+    if not mine:
+        return None
+    f = mine[-1]
+    code = f" `{f.line.strip()}`" if f.line else ""
+    return f"in {f.name}(), line {f.lineno}:{code}"
+
+
+def _describe_inputs(case, names):
+    """Lines that show the case's inputs: small arrays in full, big ones by shape."""
+    values = list(zip(names, case.args)) + list(case.kwargs.items())
+    lines = []
+    for name, value in values:
+        if isinstance(value, np.ndarray) and (value.size > 24 or value.ndim > 2):
+            lines.append(f"{name} = array of shape {value.shape}" + (f" ({case.note})" if case.note else ""))
+        else:
+            text = _fmt(value).replace("\n", "\n" + " " * (len(name) + 3))
+            lines.append(f"{name} = {text}")
+    return lines
+
+
+def _run_check(title, signature, cases, call, compare, names, mistakes=()):
+    """Run every case, print PASS / FAIL lines and details, return True if all passed.
+
+    call(case) -> what the student's function returned (called with copies of the inputs).
+    compare(expected, got) -> None, or a list of lines describing the difference.
+    mistakes: (predicate(case, got) -> bool, hint) pairs: a known slip recognised in `got`.
+    """
+    print(f"Checking {title}: {len(cases)} cases")
+    passed = 0
+    failed = 0
+    for case in cases:
+        hint = case.hint
+        try:
+            with np.errstate(all="ignore"):            # NaN and inf are reported below, not warned
+                got = call(case)
+        except NotImplementedError:
+            print(f"  not implemented yet: {signature} still raises NotImplementedError.")
+            print("  Replace the line `raise NotImplementedError(...)` with your code, run that cell,")
+            print("  then run this check again.")
+            return False
+        except Exception as exc:                        # a student's bug: show it, do not crash
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            problem = [f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")]
+            where = _where_in_student_code(exc)
+            if where:
+                problem.append(where)
+        else:
+            problem = compare(case.expected, got)
+            if problem:
+                for predicate, mistake_hint in mistakes:
+                    try:
+                        with np.errstate(all="ignore"):
+                            hit = predicate(case, got)
+                    except Exception:
+                        hit = False
+                    if hit:
+                        hint = mistake_hint
+                        break
+        if not problem:
+            passed += 1
+            print(f"  PASS  {case.name}")
+            continue
+        failed += 1
+        print(f"  FAIL  {case.name}")
+        if failed > MAX_DETAILS:
+            continue
+        indent = " " * 8
+        for i, line in enumerate(_describe_inputs(case, names)):
+            label = "inputs: " if i == 0 else " " * 8
+            print(indent + label + line.replace("\n", "\n" + indent + " " * 8))
+        for line in problem:
+            print(indent + line.replace("\n", "\n" + indent))
+        if hint:
+            print(textwrap.fill("Hint: " + hint, width=100, initial_indent=indent,
+                                subsequent_indent=indent + "      "))
+    if failed == 0:
+        print("Both cases passed. Well done!" if len(cases) == 2 else f"All {len(cases)} cases passed. Well done!")
+        return True
+    print(f"{passed} of {len(cases)} cases passed. Start with the first FAIL above, fix your function,")
+    print("run its cell again, then this one.")
+    return False
+
+
+def _same_as(variant, compare):
+    """A mistake predicate: got matches what `variant` (a known slip) returns on the case's inputs."""
+    def predicate(case, got):
+        return compare(variant(*_copy(case.args), **_copy(case.kwargs)), got) is None
+    return predicate
+
+
+def _random_boxes(rng, n, size=100.0, min_side=2.0, max_side=40.0):
+    """(n, 4) float64 boxes with corners in [0, size] and sides in [min_side, max_side]."""
+    xy = rng.uniform(0, size, (n, 2))                              # (n, 2) top-left corners
+    wh = rng.uniform(min_side, max_side, (n, 2))                   # (n, 2) widths and heights
+    return np.concatenate([xy, xy + wh], axis=1)                   # (n, 4)
+
+
+def _box_array(*rows):
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+# ======================================================================================
+# 01 IoU
+# ======================================================================================
+
+def _iou_variant(a, b, plus_one=False, clamp=True, subtract_inter=True):
+    """box_iou with one switch flipped (the known slips); all defaults = the library's IoU."""
+    extra = 1.0 if plus_one else 0.0
+    area_a = (a[:, 2] - a[:, 0] + extra) * (a[:, 3] - a[:, 1] + extra)                 # (N,)
+    area_b = (b[:, 2] - b[:, 0] + extra) * (b[:, 3] - b[:, 1] + extra)                 # (M,)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + extra
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + extra
+    if clamp:
+        iw, ih = np.maximum(iw, 0), np.maximum(ih, 0)
+    inter = iw * ih                                                                    # (N, M)
+    union = area_a[:, None] + area_b[None, :] - (inter if subtract_inter else 0)       # (N, M)
+    return inter / np.where(union > 0, union, 1)
+
+
+def check_iou(iou):
+    """Check iou(a, b) -> (N, M): IoU[i, j] of box a[i] with box b[j] (compared with boxes.box_iou).
+
+    a: (N, 4), b: (M, 4) boxes (x1, y1, x2, y2), width = x2 - x1 (no +1). A zero-area box has
+    IoU 0 with every box (0 / 0 is defined as 0, never NaN). Prints feedback, returns True/False.
+    """
+    rng = np.random.default_rng(0)
+    square = _box_array([0, 0, 10, 10])
+    specs = [
+        ("overlapping boxes", square, _box_array([5, 5, 15, 15]),
+         "inter = overlap width * overlap height = 5 * 5; union = 100 + 100 - 25."),
+        ("identical boxes", square, square.copy(), "A box overlaps itself completely: IoU 1."),
+        ("one box inside the other", square, _box_array([2, 2, 4, 4]),
+         "The intersection is the small box (area 4); the union is the big one (area 100)."),
+        ("disjoint boxes (apart in x and in y)", square, _box_array([20, 20, 30, 30]),
+         "Clamp the overlap width and height at 0 (np.maximum(..., 0)) before multiplying."),
+        ("boxes that touch along an edge", square, _box_array([10, 0, 20, 10]),
+         "Touching boxes share a line, not an area: overlap width 0, IoU 0."),
+        ("zero-area boxes (a line, a point)", _box_array([5, 5, 5, 15], [3, 3, 3, 3], [0, 0, 10, 10]),
+         _box_array([5, 5, 5, 15], [0, 0, 10, 10]),
+         "A zero-area box has IoU 0 with everything, itself included: where the union is 0, "
+         "divide by 1 instead (np.where(union > 0, union, 1))."),
+        ("3 boxes against 2: the (N, M) layout", _box_array([0, 0, 10, 10], [0, 0, 20, 20], [50, 50, 60, 60]),
+         _box_array([0, 0, 10, 20], [55, 55, 65, 65]),
+         "result[i, j] is the IoU of a[i] with b[j]: broadcast a[:, None, :] against b[None, :, :]."),
+        ("20 x 15 random boxes", _random_boxes(rng, 20), _random_boxes(rng, 15),
+         "Compare with your own answer on a few pairs by hand."),
+        ("no boxes in b", _random_boxes(rng, 3), np.zeros((0, 4)),
+         "With M = 0 the answer is an empty (N, 0) array; vectorised code gives it for free."),
+    ]
+    cases = [Case(name, (a, b), expected=_boxes.box_iou(a, b), hint=hint, note="seeded random")
+             for name, a, b, hint in specs]
+    compare = lambda e, g: _compare_array(e, g, "IoU")
+    mistakes = [
+        (_same_as(lambda a, b: _iou_variant(a, b, plus_one=True), compare),
+         "Your answer matches widths computed as x2 - x1 + 1. Our boxes are continuous: "
+         "width = x2 - x1, no +1 (the +1 belongs to old integer-pixel code)."),
+        (_same_as(lambda a, b: _iou_variant(a, b, clamp=False), compare),
+         "Clamp the overlap width and height at 0 (np.maximum(..., 0)): for boxes apart in x and "
+         "in y, two negative overlaps multiply to a positive 'intersection'."),
+        (_same_as(lambda a, b: _iou_variant(a, b, subtract_inter=False), compare),
+         "union = area_a + area_b - inter: without '- inter' the overlap is counted twice."),
+    ]
+    return _run_check("iou(a, b)", "iou(a, b)", cases, lambda c: iou(*_copy(c.args)), compare,
+                      names=("a", "b"), mistakes=mistakes)
+
+
+# ======================================================================================
+# 02 anchors
+# ======================================================================================
+
+def _anchors_variant(base_size, ratios, scales, swap=False, scale_major=False, centre="half"):
+    """generate_base_anchors with one switch flipped; all defaults = the library's anchors."""
+    c = {"half": base_size / 2.0, "zero": 0.0, "caffe": (base_size - 1) / 2.0}[centre]
+    pairs = [(r, s) for s in scales for r in ratios] if scale_major else [(r, s) for r in ratios for s in scales]
+    rows = []
+    for r, s in pairs:
+        side = base_size * s
+        w, h = side / np.sqrt(r), side * np.sqrt(r)
+        if swap:
+            w, h = h, w
+        rows.append([c - w / 2, c - h / 2, c + w / 2, c + h / 2])
+    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def check_anchors(generate_anchors):
+    """Check generate_anchors(base_size, ratios, scales) -> (A, 4), A = len(ratios) * len(scales).
+
+    Compared with anchors.generate_base_anchors: for each ratio r = h / w and, inside it, each
+    scale s (ratio-major order), side = base_size * s, w = side / sqrt(r), h = side * sqrt(r),
+    anchor = (c - w/2, c - h/2, c + w/2, c + h/2) with c = base_size / 2. No rounding.
+    """
+    specs = [
+        ("one square anchor", 16, (1.0,), (1.0,),
+         "A square of side base_size * scale = 16, centred on (8, 8): (0, 0, 16, 16)."),
+        ("one square anchor, scale 2", 16, (1.0,), (2.0,),
+         "side = base_size * scale = 32, still centred on (base_size / 2, base_size / 2) = (8, 8)."),
+        ("ratio 2: a tall anchor", 16, (2.0,), (1.0,),
+         "ratio = h / w. Keep the area side^2: w = side / sqrt(r), h = side * sqrt(r)."),
+        ("ratio 0.5: a wide anchor", 16, (0.5,), (1.0,),
+         "ratio = h / w, so ratio 0.5 is twice as wide as tall: w = side / sqrt(r), h = side * sqrt(r)."),
+        ("two ratios x three scales: the row order", 10, (0.5, 2.0), (1.0, 2.0, 3.0),
+         "Ratio-major order: for r in ratios: for s in scales: ... (row = ratio_i * len(scales) + scale_j)."),
+        ("the paper's 9 anchors: 16, (0.5, 1, 2), (8, 16, 32)", 16, (0.5, 1.0, 2.0), (8.0, 16.0, 32.0),
+         "Areas 128^2, 256^2, 512^2 for each of the 3 ratios."),
+        ("the small-image preset: 8, (0.5, 1, 2), (2, 4, 8)", 8, (0.5, 1.0, 2.0), (2.0, 4.0, 8.0),
+         "Same formulas with base_size 8: centred on (4, 4)."),
+    ]
+    cases = [Case(name, (bs, r, s), hint=hint,
+                  expected=_anchors.generate_base_anchors(bs, r, s, dtype=np.float64))
+             for name, bs, r, s, hint in specs]
+    compare = lambda e, g: _compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
+    mistakes = [
+        (_same_as(lambda *a: _anchors_variant(*a, swap=True), compare),
+         "Your w and h are swapped: the ratio is h / w, so h = side * sqrt(r) and w = side / sqrt(r)."),
+        (_same_as(lambda *a: _anchors_variant(*a, scale_major=True), compare),
+         "Right anchors, wrong order: the rows go ratio-major (outer loop over ratios, inner over scales)."),
+        (_same_as(lambda *a: _anchors_variant(*a, centre="zero"), compare),
+         "Your anchors are centred on (0, 0); centre them on (base_size / 2, base_size / 2), "
+         "the centre of the first feature-map cell."),
+        (_same_as(lambda *a: _anchors_variant(*a, centre="caffe"), compare),
+         "Centred on (base_size - 1) / 2: that is py-faster-rcnn's integer-pixel convention. Here boxes "
+         "are continuous: the centre is base_size / 2."),
+    ]
+    return _run_check("generate_anchors(base_size, ratios, scales)", "generate_anchors(base_size, ratios, scales)",
+                      cases, lambda c: generate_anchors(*_copy(c.args)), compare,
+                      names=("base_size", "ratios", "scales"), mistakes=mistakes)
+
+
+def check_grid_anchors(grid_anchors):
+    """Check grid_anchors(base, feat_h, feat_w, stride) -> (feat_h * feat_w * A, 4).
+
+    Compared with anchors.grid_anchors: anchors[(y * feat_w + x) * A + a] = base[a] +
+    (x * stride, y * stride, x * stride, y * stride): row-major over cells, anchors fastest.
+    """
+    base1 = _box_array([0, 0, 16, 16])
+    base2 = _box_array([-4, 0, 12, 8], [0, -4, 8, 12])
+    base9 = _anchors.generate_base_anchors(16, (0.5, 1.0, 2.0), (2.0, 4.0, 8.0), dtype=np.float64)
+    specs = [
+        ("a 1 x 1 map: the base anchors themselves", base1, 1, 1, 16,
+         "Cell (0, 0) is not shifted: the output is base."),
+        ("a 1 x 2 map: one step right", base1, 1, 2, 16,
+         "Cell x = 1 shifts every anchor by (stride, 0, stride, 0)."),
+        ("a 2 x 1 map: one step down", base1, 2, 1, 16,
+         "Cell y = 1 shifts every anchor by (0, stride, 0, stride)."),
+        ("a 2 x 3 map, 2 anchors: the row order", base2, 2, 3, 8,
+         "Row (y * feat_w + x) * A + a: y slowest, then x, then the anchor index fastest."),
+        ("a 5 x 4 map, 9 anchors, stride 16", base9, 5, 4, 16,
+         "shifts (H, W, 1, 4) + base (1, 1, A, 4) -> (H, W, A, 4), then reshape to (H * W * A, 4)."),
+    ]
+    cases = [Case(name, (b, h, w, s), hint=hint, expected=_anchors.grid_anchors(b, h, w, s))
+             for name, b, h, w, s, hint in specs]
+    compare = lambda e, g: _compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
+
+    def column_major(base, h, w, s):      # x slowest instead of y
+        return _anchors.grid_anchors(base, h, w, s).reshape(h, w, -1, 4).transpose(1, 0, 2, 3).reshape(-1, 4)
+
+    def anchors_slowest(base, h, w, s):   # (A, H, W) order
+        return _anchors.grid_anchors(base, h, w, s).reshape(h, w, -1, 4).transpose(2, 0, 1, 3).reshape(-1, 4)
+
+    def no_stride(base, h, w, s):         # shifted by the cell index, not in pixels
+        return _anchors.grid_anchors(base, h, w, 1)
+
+    mistakes = [
+        (_same_as(column_major, compare),
+         "Right anchors, wrong order: loop over y (rows) outside and x (columns) inside."),
+        (_same_as(anchors_slowest, compare),
+         "Right anchors, wrong order: the A anchors of one cell come together (anchor index fastest), "
+         "so the RPN's outputs (H, W, A) line up with them."),
+        (_same_as(no_stride, compare),
+         "Shift by x * stride and y * stride pixels, not by the cell index."),
+    ]
+    return _run_check("grid_anchors(base, feat_h, feat_w, stride)", "grid_anchors(base, feat_h, feat_w, stride)",
+                      cases, lambda c: grid_anchors(*_copy(c.args)), compare,
+                      names=("base", "feat_h", "feat_w", "stride"), mistakes=mistakes)
+
+
+# ======================================================================================
+# 03 box encode / decode
+# ======================================================================================
+
+HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)     # 1 / stds (0.1, 0.1, 0.2, 0.2): the Fast R-CNN head's
+
+
+def _centre_size(b):
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h, w, h
+
+
+def _encode_variant(ref, target, weights=(1.0, 1.0, 1.0, 1.0), corners=False, flip_log=False, divide=False):
+    """encode with one switch flipped; all defaults = boxes.encode."""
+    wx, wy, ww, wh = (1.0 / w for w in weights) if divide else weights
+    xa, ya, wa, ha = _centre_size(ref)
+    x, y, w, h = _centre_size(target)
+    if corners:
+        xa, ya, x, y = ref[:, 0], ref[:, 1], target[:, 0], target[:, 1]
+    tw, th = (np.log(wa / w), np.log(ha / h)) if flip_log else (np.log(w / wa), np.log(h / ha))
+    return np.stack([wx * (x - xa) / wa, wy * (y - ya) / ha, ww * tw, wh * th], axis=1)
+
+
+def _decode_variant(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=True, multiply=False, corners=False):
+    """decode with one switch flipped; all defaults = boxes.decode."""
+    wx, wy, ww, wh = (1.0 / w for w in weights) if multiply else weights
+    xa, ya, wa, ha = _centre_size(ref)
+    dx, dy, dw, dh = deltas[:, 0] / wx, deltas[:, 1] / wy, deltas[:, 2] / ww, deltas[:, 3] / wh
+    if clamp:
+        dw, dh = np.minimum(dw, _boxes.BBOX_XFORM_CLIP), np.minimum(dh, _boxes.BBOX_XFORM_CLIP)
+    w, h = np.exp(dw) * wa, np.exp(dh) * ha
+    if corners:   # deltas moved the top-left corner instead of the centre
+        x1, y1 = ref[:, 0] + dx * wa, ref[:, 1] + dy * ha
+        return np.stack([x1, y1, x1 + w, y1 + h], axis=1)
+    x, y = dx * wa + xa, dy * ha + ya
+    return np.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], axis=1)
+
+
+def _encode_cases():
+    rng = np.random.default_rng(3)
+    ref = _box_array([10, 20, 30, 60])                      # centre (20, 40), size 20 x 40
+    refs, targets = _random_boxes(rng, 12), _random_boxes(rng, 12)
+    return [
+        ("target = ref: all deltas 0", ref, ref.copy(), None,
+         "Nothing to move: tx = ty = 0 and tw = th = log(1) = 0."),
+        ("target moved right by half a width", ref, _box_array([20, 20, 40, 60]), None,
+         "tx = (x - xa) / wa with the CENTRES x and xa: (30 - 20) / 20 = 0.5."),
+        ("target moved down by a quarter height", ref, _box_array([10, 30, 30, 70]), None,
+         "ty = (y - ya) / ha = (50 - 40) / 40 = 0.25."),
+        ("target twice as wide, same centre", ref, _box_array([0, 20, 40, 60]), None,
+         "tw = log(w / wa) = log(40 / 20) = log 2 = 0.693."),
+        ("target half as tall, same centre", ref, _box_array([10, 30, 30, 50]), None,
+         "th = log(h / ha) = log(20 / 40) = -0.693."),
+        ("12 random pairs", refs, targets, None, "Row i of the result moves ref[i] onto target[i]."),
+        ("12 random pairs, the head's weights (10, 10, 5, 5)", refs, targets, HEAD_WEIGHTS,
+         "The weights multiply: (wx * tx, wy * ty, ww * tw, wh * th)."),
+    ]
+
+
+def check_encode(encode):
+    """Check encode(ref, target, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4) deltas (tx, ty, tw, th).
+
+    Compared with boxes.encode: with centres (x, y), sizes (w, h) of target and (xa, ya), (wa, ha)
+    of ref: tx = wx (x - xa) / wa, ty = wy (y - ya) / ha, tw = ww log(w / wa), th = wh log(h / ha).
+    """
+    cases = []
+    for name, ref, target, weights, hint in _encode_cases():
+        kwargs = {} if weights is None else {"weights": weights}
+        cases.append(Case(name, (ref, target), kwargs, expected=_boxes.encode(ref, target, **kwargs),
+                          hint=hint, note="seeded random"))
+    compare = lambda e, g: _compare_array(e, g, "deltas")
+    mistakes = [
+        (_same_as(lambda r, t, **k: _encode_variant(r, t, corners=True, **k), compare),
+         "tx and ty measure how far the CENTRE moves (x = x1 + w / 2), not the top-left corner."),
+        (_same_as(lambda r, t, **k: _encode_variant(r, t, flip_log=True, **k), compare),
+         "The sign of tw, th is flipped: tw = log(w / wa), target size over reference size."),
+        (_same_as(lambda r, t, **k: _encode_variant(r, t, divide=True, **k), compare),
+         "The weights multiply the deltas (tx = wx * (x - xa) / wa); decode is where they divide."),
+    ]
+    return _run_check("encode(ref, target, weights)", "encode(ref, target, weights)", cases,
+                      lambda c: encode(*_copy(c.args), **_copy(c.kwargs)), compare,
+                      names=("ref", "target"), mistakes=mistakes)
+
+
+def check_decode(decode):
+    """Check decode(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4) boxes: encode's inverse.
+
+    Compared with boxes.decode: x = tx / wx * wa + xa, y = ty / wy * ha + ya,
+    w = exp(min(tw / ww, log(1000/16))) * wa, h = exp(min(th / wh, log(1000/16))) * ha,
+    box = (x - w/2, y - h/2, x + w/2, y + h/2).
+    """
+    rng = np.random.default_rng(4)
+    ref = _box_array([10, 20, 30, 60])
+    refs = _random_boxes(rng, 12)
+    deltas = rng.normal(0, 0.5, (12, 4))
+    targets = _random_boxes(rng, 12)
+    specs = [
+        ("all deltas 0: the box stays put", ref, np.zeros((1, 4)), None,
+         "x = 0 * wa + xa = xa and w = exp(0) * wa = wa: the result is ref."),
+        ("tx = 0.5: move right by half a width", ref, np.array([[0.5, 0, 0, 0]]), None,
+         "The centre moves to x = tx * wa + xa = 0.5 * 20 + 20 = 30; the size stays 20 x 40."),
+        ("tw = log 2: twice as wide, same centre", ref, np.array([[0, 0, math.log(2), 0]]), None,
+         "w = exp(tw) * wa = 40, around the same centre: x1 = x - w / 2, x2 = x + w / 2."),
+        ("12 random boxes and deltas", refs, deltas, None, "Row i applies deltas[i] to ref[i]."),
+        ("the head's weights (10, 10, 5, 5)", refs, deltas * 5, HEAD_WEIGHTS,
+         "Decode divides by the weights first: tx / wx, ty / wy, tw / ww, th / wh."),
+        ("a huge tw = th = 20: clamp before exp", ref, np.array([[0, 0, 20.0, 20.0]]), None,
+         "Clamp tw and th at log(1000 / 16) = 4.135 (np.minimum) before np.exp, as the library does: "
+         "a box never grows more than 62.5 times."),
+        ("decode(ref, encode(ref, target)) gives target back", refs, _boxes.encode(refs, targets), None,
+         "decode must undo encode exactly."),
+    ]
+    cases = []
+    for name, r, d, weights, hint in specs:
+        kwargs = {} if weights is None else {"weights": weights}
+        cases.append(Case(name, (r, d), kwargs, expected=_boxes.decode(r, d, **kwargs), hint=hint,
+                          note="seeded random"))
+    compare = lambda e, g: _compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
+    mistakes = [
+        (_same_as(lambda r, d, **k: _decode_variant(r, d, clamp=False, **k), compare),
+         "Clamp tw and th at log(1000 / 16) (boxes.BBOX_XFORM_CLIP) with np.minimum before np.exp."),
+        (_same_as(lambda r, d, **k: _decode_variant(r, d, multiply=True, **k), compare),
+         "Decode undoes encode, so it DIVIDES the deltas by the weights (encode multiplied)."),
+        (_same_as(lambda r, d, **k: _decode_variant(r, d, corners=True, **k), compare),
+         "The deltas move the CENTRE: x = tx * wa + xa with xa = x1 + wa / 2, and the box is "
+         "(x - w/2, y - h/2, x + w/2, y + h/2)."),
+    ]
+    return _run_check("decode(ref, deltas, weights)", "decode(ref, deltas, weights)", cases,
+                      lambda c: decode(*_copy(c.args), **_copy(c.kwargs)), compare,
+                      names=("ref", "deltas"), mistakes=mistakes)
+
+
+def check_encode_decode(encode, decode):
+    """check_encode(encode), check_decode(decode), then decode(ref, encode(ref, t)) == t with YOUR pair."""
+    ok_encode = check_encode(encode)
+    print()
+    ok_decode = check_decode(decode)
+    print()
+    rng = np.random.default_rng(5)
+    refs, targets = _random_boxes(rng, 10), _random_boxes(rng, 10)
+    cases = [Case("decode(ref, encode(ref, target)) with your two functions", (refs, targets), {},
+                  expected=targets, hint="Each function must undo the other.", note="seeded random"),
+             Case("... and with the head's weights (10, 10, 5, 5)", (refs, targets), {"weights": HEAD_WEIGHTS},
+                  expected=targets, hint="encode multiplies by the weights, decode divides by them.",
+                  note="seeded random")]
+    compare = lambda e, g: _compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
+    ok_round = _run_check("the round trip", "encode or decode", cases,
+                          lambda c: decode(c.args[0].copy(), encode(*_copy(c.args), **_copy(c.kwargs)),
+                                           **_copy(c.kwargs)),
+                          compare, names=("ref", "target"))
+    return ok_encode and ok_decode and ok_round
+
+
+# ======================================================================================
+# 04 NMS
+# ======================================================================================
+
+def _nms_variant(boxes, scores, iou_threshold, strict=True, order="stable", only_kept=True, sort_output=False):
+    """Greedy NMS with one switch flipped; all defaults = boxes.nms."""
+    if order == "stable":
+        idx = np.argsort(-scores, kind="stable")
+    else:                                                   # argsort ascending, then reversed
+        idx = np.argsort(scores, kind="stable")[::-1]
+    iou = _boxes.box_iou(boxes, boxes)
+    keep, visited = [], []
+    for i in idx:
+        judges = keep if only_kept else visited
+        over = [iou[i, k] > iou_threshold if strict else iou[i, k] >= iou_threshold for k in judges]
+        if not any(over):
+            keep.append(int(i))
+        visited.append(int(i))
+    keep = sorted(keep) if sort_output else keep
+    return np.array(keep, dtype=np.int64)
+
+
+def _compare_indices(expected, got):
+    if got is None:
+        return ["the result is None: did you forget to `return keep`?"]
+    try:
+        arr = np.asarray(got)
+    except Exception:
+        return [f"return the kept indices as an array, got a {type(got).__name__}"]
+    exp = np.asarray(expected)
+    if arr.ndim != 1:
+        return [f"expected a 1-D array of indices, got shape {arr.shape}"]
+    if arr.size and arr.dtype.kind not in "iu":
+        return [f"the indices should be integers, got dtype {arr.dtype} "
+                "(np.array(keep, dtype=np.int64) makes them integers)"]
+    if arr.shape != exp.shape or not np.array_equal(arr, exp):
+        return [f"expected keep = {exp.tolist()}", f"got       keep = {arr.tolist()}"]
+    return None
+
+
+def check_nms(nms):
+    """Check nms(boxes, scores, iou_threshold) -> (K,) integer indices of the kept boxes.
+
+    Compared with boxes.nms: visit the boxes by decreasing score (equal scores: lower index first);
+    keep a box unless its IoU with a box KEPT before it is > iou_threshold (strictly). Return the
+    kept indices in the order they were kept (decreasing score).
+    """
+    rng = np.random.default_rng(1)
+    square = [0, 0, 10, 10]
+    rb = _random_boxes(rng, 40, size=60.0, min_side=10.0, max_side=30.0)
+    rs = rng.uniform(0, 1, 40)
+    specs = [
+        ("two heavily overlapping boxes", _box_array(square, [1, 1, 11, 11]), [0.6, 0.9], 0.5,
+         "Box 1 has the higher score, so it is kept first; box 0 overlaps it with IoU 0.68 > 0.5."),
+        ("two boxes far apart: both kept, best first", _box_array(square, [50, 50, 60, 60]), [0.3, 0.9], 0.5,
+         "Nothing overlaps, so both stay; return them in decreasing score order: [1, 0]."),
+        ("IoU exactly equal to the threshold", _box_array(square, [0, 0, 10, 5]), [0.9, 0.8], 0.5,
+         "These boxes have IoU exactly 0.5: a box is suppressed only when IoU > threshold (strictly)."),
+        ("equal scores: lower index first", _box_array(square, [50, 50, 60, 60], square), [0.5, 0.5, 0.5], 0.5,
+         "With equal scores visit the lower index first: np.argsort(-scores, kind='stable')."),
+        ("a chain: only kept boxes suppress", _box_array(square, [5, 0, 15, 10], [10, 0, 20, 10]),
+         [0.9, 0.8, 0.7], 0.3,
+         "Box 1 is suppressed by box 0; box 2 overlaps only box 1, which was removed, so box 2 stays. "
+         "Compare each box only with the boxes you KEPT."),
+        ("a zero-area box is never suppressed", _box_array(square, [5, 5, 5, 5]), [0.9, 0.8], 0.1,
+         "A zero-area box has IoU 0 with every box (see exercise 01)."),
+        ("threshold 1.0 keeps even identical boxes", _box_array(square, square, [2, 2, 12, 12]),
+         [0.7, 0.8, 0.9], 1.0, "IoU is never > 1, so nothing is suppressed: all boxes, by score."),
+        ("threshold 0.0: any overlap suppresses", _box_array(square, [9, 9, 20, 20], [10, 0, 20, 9]),
+         [0.9, 0.8, 0.7], 0.0, "Box 1 overlaps box 0 a little (IoU > 0); box 2 only touches box 0 (IoU 0)."),
+        ("no boxes at all", np.zeros((0, 4)), [], 0.5,
+         "With no boxes, return an empty array (np.array([], dtype=np.int64))."),
+        ("40 random boxes, threshold 0.5", rb, rs, 0.5, "Compare with boxes.nms on a small example."),
+        ("40 random boxes, threshold 0.7", rb, rs, 0.7, "Compare with boxes.nms on a small example."),
+    ]
+    cases = []
+    for name, b, s, thr, hint in specs:
+        s = np.asarray(s, dtype=np.float64)
+        cases.append(Case(name, (b, s, thr), expected=_boxes.nms(b, s, thr), hint=hint, note="seeded random"))
+    mistakes = [
+        (_same_as(lambda b, s, t: _nms_variant(b, s, t, strict=False), _compare_indices),
+         "Suppress a box only when its IoU is > iou_threshold (strictly); you used >=."),
+        (_same_as(lambda b, s, t: _nms_variant(b, s, t, order="reversed"), _compare_indices),
+         "Equal scores are visited in reverse index order: argsort(scores)[::-1] reverses ties. "
+         "Use np.argsort(-scores, kind='stable') so the lower index comes first."),
+        (_same_as(lambda b, s, t: _nms_variant(b, s, t, only_kept=False), _compare_indices),
+         "A suppressed box suppresses nothing: compare each box only with the boxes you kept."),
+        (_same_as(lambda b, s, t: _nms_variant(b, s, t, sort_output=True), _compare_indices),
+         "Right boxes, wrong order: return them in the order you kept them (decreasing score), "
+         "not sorted by index."),
+    ]
+    return _run_check("nms(boxes, scores, iou_threshold)", "nms(boxes, scores, iou_threshold)", cases,
+                      lambda c: nms(*_copy(c.args)), _compare_indices,
+                      names=("boxes", "scores", "iou_threshold"), mistakes=mistakes)
+
+
+# ======================================================================================
+# 05 smooth L1
+# ======================================================================================
+
+def _smooth_l1_variant(pred, target, weights, sigma=1.0, normalizer=1.0, threshold="inv_s2",
+                       grad_weights=True, grad_norm=True):
+    """smooth_l1 with one switch flipped; all defaults = ops.smooth_l1."""
+    s2 = float(sigma) ** 2
+    cut = {"inv_s2": 1.0 / s2, "inv_s": 1.0 / float(sigma), "one": 1.0}[threshold]
+    d = weights * (pred - target)
+    small = np.abs(d) < cut
+    f = np.where(small, 0.5 * s2 * d * d, np.abs(d) - 0.5 / s2)
+    df = np.where(small, s2 * d, np.sign(d))
+    grad = (weights * df if grad_weights else df) / (normalizer if grad_norm else 1.0)
+    return f.sum() / normalizer, grad
+
+
+def check_smooth_l1(smooth_l1):
+    """Check smooth_l1(pred, target, weights, sigma=1.0, normalizer=1.0) -> (loss, dpred).
+
+    Compared with ops.smooth_l1: d = weights * (pred - target);
+    f(d) = 0.5 sigma^2 d^2 if |d| < 1 / sigma^2, else |d| - 0.5 / sigma^2;
+    loss = sum f(d) / normalizer (one number); dpred = weights * f'(d) / normalizer, same shape as pred,
+    f'(d) = sigma^2 d in the quadratic zone, sign(d) outside.
+    """
+    rng = np.random.default_rng(2)
+    ones = np.ones((1, 4))
+    pred = rng.normal(0, 1, (16, 4))
+    target = rng.normal(0, 1, (16, 4))
+    mask = (rng.uniform(size=(16, 1)) < 0.5) * np.ones((1, 4))      # positive rows get weight 1
+    specs = [
+        ("pred = target: zero loss, zero gradient", np.array([[0.5, -1.0, 2.0, 0.0]]),
+         np.array([[0.5, -1.0, 2.0, 0.0]]), ones, {},
+         "d = 0 everywhere: f(0) = 0 and f'(0) = 0."),
+        ("sigma 1, quadratic zone (|d| < 1)", np.array([[0.5, -0.5, 0.2, 0.0]]), np.zeros((1, 4)), ones, {},
+         "For |d| < 1 / sigma^2: f = 0.5 sigma^2 d^2 and f' = sigma^2 d."),
+        ("sigma 1, linear zone (|d| >= 1)", np.array([[3.0, -3.0, 1.5, -2.0]]), np.zeros((1, 4)), ones, {},
+         "For |d| >= 1 / sigma^2: f = |d| - 0.5 / sigma^2 and f' = sign(d)."),
+        ("sigma 3 (the RPN's): the zone shrinks to |d| < 1/9", np.array([[0.05, -0.1, 0.2, -0.5]]),
+         np.zeros((1, 4)), ones, {"sigma": 3.0},
+         "The quadratic zone is |d| < 1 / sigma^2 = 1/9 (not 1 / sigma); there f = 0.5 * 9 * d^2."),
+        ("weights 0: rows without a target add nothing", np.array([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]]),
+         np.zeros((2, 4)), np.array([[0.0] * 4, [1.0] * 4]), {},
+         "d = weights * (pred - target): where the weight is 0, both f and its gradient are 0."),
+        ("weights 0.5: the chain rule", np.array([[0.4, -3.0, 1.0, -0.2]]), np.zeros((1, 4)),
+         np.full((1, 4), 0.5), {},
+         "d = w * (pred - target), so d(loss)/d(pred) = w * f'(d) / normalizer: multiply by the weights."),
+        ("normalizer 256 (the paper's N_cls)", np.array([[0.5, -3.0, 1.0, 0.1]]), np.zeros((1, 4)), ones,
+         {"normalizer": 256.0}, "Divide both the loss and the gradient by the normalizer."),
+        ("16 x 4 random, sigma 3, normalizer 8", pred, target, mask, {"sigma": 3.0, "normalizer": 8.0},
+         "Check one element by hand: d, which zone, f(d), f'(d)."),
+    ]
+    cases = [Case(name, (p, t, w), kw, expected=_ops.smooth_l1(p, t, w, **kw), hint=hint, note="seeded random")
+             for name, p, t, w, kw, hint in specs]
+
+    def compare(e, g):
+        return _compare_tuple(e, g, ("loss", "dpred"),
+                              (lambda a, b, n: _compare_scalar(a, b, n),
+                               lambda a, b, n: _compare_array(a, b, n)))
+
+    mistakes = [
+        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, threshold="inv_s", **k), compare),
+         "The quadratic zone ends at |d| = 1 / sigma^2, not 1 / sigma (that is where both pieces meet "
+         "with equal value and slope)."),
+        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, threshold="one", **k), compare),
+         "With sigma the quadratic zone ends at |d| = 1 / sigma^2, not at 1."),
+        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, grad_weights=False, **k), compare),
+         "Chain rule: d = w * (pred - target), so dpred = w * f'(d) / normalizer; multiply by the weights."),
+        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, grad_norm=False, **k), compare),
+         "The loss is divided by the normalizer, so its gradient is too."),
+    ]
+    return _run_check("smooth_l1(pred, target, weights, sigma, normalizer)",
+                      "smooth_l1(pred, target, weights, sigma, normalizer)", cases,
+                      lambda c: smooth_l1(*_copy(c.args), **_copy(c.kwargs)), compare,
+                      names=("pred", "target", "weights"), mistakes=mistakes)
+
+
+# ======================================================================================
+# 06 softmax cross-entropy backward
+# ======================================================================================
+
+def _sce_backward_variant(logits, labels, normalizer=None, norm="kept", ignore=True, sign=1.0):
+    """d loss / d logits of softmax cross-entropy with one switch flipped; defaults = the library's."""
+    N, C = logits.shape
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    onehot = np.zeros((N, C))
+    onehot[np.arange(N), labels] = 1.0            # label -1 marks column C-1 (Python indexing)
+    grad = sign * (p - onehot)
+    keep = labels >= 0
+    if ignore:
+        grad[~keep] = 0.0
+    if normalizer is not None:
+        return grad / normalizer
+    n = {"kept": max(int(keep.sum()), 1), "all": N, "none": 1}[norm]
+    return grad / n
+
+
+def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward):
+    """Check softmax_cross_entropy_backward(logits, labels, normalizer=None) -> dlogits (N, C).
+
+    Compared with the gradient of ops.softmax_cross_entropy: p = softmax(logits) row by row,
+    dlogits[i] = (p[i] - onehot(labels[i])) / normalizer for rows with labels[i] >= 0 and 0 for
+    rows with label -1 (ignored); normalizer None means the number of kept rows (at least 1).
+    """
+    rng = np.random.default_rng(6)
+    big_logits = rng.normal(0, 3, (32, 21))
+    big_labels = rng.integers(-1, 21, 32)
+    specs = [
+        ("one row, two equal logits", np.array([[0.0, 0.0]]), [1], None,
+         "p = (0.5, 0.5) and the label is class 1: p - onehot = (0.5, -0.5)."),
+        ("three rows, four classes: the mean over rows", rng.normal(0, 1, (3, 4)), [0, 3, 1], None,
+         "normalizer None: divide by the number of (kept) rows, 3 here."),
+        ("rows with label -1 are ignored", rng.normal(0, 1, (4, 3)), [2, -1, 0, -1], None,
+         "An ignored row has zero gradient, and the mean is over the 2 kept rows only."),
+        ("every row ignored: zero gradient, no NaN", rng.normal(0, 1, (3, 3)), [-1, -1, -1], None,
+         "With no kept rows, divide by max(kept, 1) = 1: the gradient is all zeros."),
+        ("normalizer = 256 (the paper's N_cls)", rng.normal(0, 1, (4, 2)), [1, 0, -1, 1], 256.0,
+         "A given normalizer replaces the row count: divide by 256."),
+        ("large logits (1000): no overflow", np.array([[1000.0, 0.0, -1000.0], [1000.0, 1000.0, 0.0]]),
+         [0, 2], None, "np.exp(1000) overflows to inf. Subtract each row's max first: "
+                       "softmax(z) = softmax(z - max(z))."),
+        ("32 random rows, 21 classes, some ignored", big_logits, big_labels, None,
+         "Check one row by hand: softmax, minus 1 at the label, divided by the kept count."),
+    ]
+    cases = []
+    for name, z, y, norm, hint in specs:
+        y = np.asarray(y, dtype=np.int64)
+        kwargs = {} if norm is None else {"normalizer": norm}
+        cases.append(Case(name, (z, y), kwargs, expected=_ops.softmax_cross_entropy(z, y, **kwargs)[1],
+                          hint=hint, note="seeded random"))
+    compare = lambda e, g: _compare_array(e, g, "dlogits")
+    mistakes = [
+        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, norm="none", **k), compare),
+         "Your gradient is not normalised: the loss is a mean over the kept rows, so divide by their number."),
+        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, norm="all", **k), compare),
+         "Divide by the number of KEPT rows (labels >= 0), not by all N rows."),
+        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, ignore=False, **k), compare),
+         "Rows with label -1 must get zero gradient: in Python, onehot[i, -1] marks the LAST class."),
+        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, sign=-1.0, **k), compare),
+         "The sign is flipped: d loss / d z = p - onehot (the loss is MINUS log p)."),
+    ]
+    return _run_check("softmax_cross_entropy_backward(logits, labels, normalizer)",
+                      "softmax_cross_entropy_backward(logits, labels, normalizer)", cases,
+                      lambda c: softmax_cross_entropy_backward(*_copy(c.args), **_copy(c.kwargs)), compare,
+                      names=("logits", "labels"), mistakes=mistakes)
+
+
+# ======================================================================================
+# 07 RoI pooling forward
+# ======================================================================================
+
+def _roi_pool_variant(feat, rois, output_size=(7, 7), spatial_scale=1 / 16, rounding="half_away",
+                      plus_one=True, start=-np.inf, use_batch=True):
+    """RoI max pooling as plain loops, with one switch flipped; all defaults = ops.roi_pool_forward."""
+    N, C, H, W = feat.shape
+    PH, PW = output_size
+    rnd = {"half_away": lambda v: math.copysign(math.floor(abs(v) + 0.5), v),
+           "np_round": lambda v: float(np.round(v)), "trunc": lambda v: float(int(v))}[rounding]
+    out = np.zeros((rois.shape[0], C, PH, PW))
+    for k, (b, x1, y1, x2, y2) in enumerate(rois):
+        b = int(b) if use_batch else 0
+        xs, ys, xe, ye = (int(rnd(v * spatial_scale)) for v in (x1, y1, x2, y2))
+        extra = 1 if plus_one else 0
+        roi_w, roi_h = max(xe - xs + extra, 1), max(ye - ys + extra, 1)
+        for ph in range(PH):
+            for pw in range(PW):
+                h0 = min(max(math.floor(ph * roi_h / PH) + ys, 0), H)
+                h1 = min(max(math.ceil((ph + 1) * roi_h / PH) + ys, 0), H)
+                w0 = min(max(math.floor(pw * roi_w / PW) + xs, 0), W)
+                w1 = min(max(math.ceil((pw + 1) * roi_w / PW) + xs, 0), W)
+                if h1 <= h0 or w1 <= w0:
+                    continue
+                window = feat[b, :, h0:h1, w0:w1].reshape(C, -1)
+                out[k, :, ph, pw] = np.maximum(window.max(axis=1), start)
+    return out
+
+
+def check_roi_pool(roi_pool):
+    """Check roi_pool(feat, rois, output_size=(7, 7), spatial_scale=1/16) -> (K, C, PH, PW).
+
+    Compared with ops.roi_pool_forward (the Caffe / torchvision rule): corners x1 * scale, ... are
+    rounded half away from zero; roi_w = max(x_end - x_start + 1, 1); bin (ph, pw) covers rows
+    [floor(ph * roi_h / PH), ceil((ph + 1) * roi_h / PH)) + y_start and the same for columns,
+    clipped to the map; the output is the bin's max, or 0 for an empty bin. feat: (N, C, H, W),
+    rois: (K, 5) = (batch index, x1, y1, x2, y2) in image pixels; output_size is a pair (PH, PW).
+    """
+    rng = np.random.default_rng(7)
+    f4 = rng.permutation(16).reshape(1, 1, 4, 4).astype(np.float64)        # distinct values
+    f6 = rng.permutation(36).reshape(1, 1, 6, 6).astype(np.float64)
+    f8 = rng.permutation(64).reshape(1, 1, 8, 8).astype(np.float64)
+    fneg = -rng.uniform(1, 2, (1, 2, 4, 4))
+    fbatch = rng.normal(0, 1, (2, 2, 5, 5))
+    frand = rng.normal(0, 1, (2, 3, 16, 16))
+    xy = rng.uniform(-16, 120, (6, 2))
+    wh = rng.uniform(4, 80, (6, 2))
+    rand_rois = np.concatenate([rng.integers(0, 2, (6, 1)), xy, xy + wh], axis=1)
+    R = lambda *rows: np.array(rows, dtype=np.float64).reshape(-1, 5)
+    specs = [
+        ("RoI = the whole 4 x 4 map, 2 x 2 output, scale 1", f4, R([0, 0, 0, 3, 3]), (2, 2), 1.0,
+         "Corners are inclusive cells: x1 = 0 .. x2 = 3 is roi_w = 3 - 0 + 1 = 4 cells, so each bin is 2 x 2."),
+        ("scale 1/2: the RoI is in image pixels", f4, R([0, 0, 0, 6, 6]), (2, 2), 0.5,
+         "Multiply the corners by spatial_scale first: (0, 0, 6, 6) * 0.5 = cells 0 .. 3."),
+        ("bins that are not whole cells: 5 x 5 RoI, 2 x 2 output", f6, R([0, 0, 0, 4, 4]), (2, 2), 1.0,
+         "bin_h = 5 / 2 = 2.5: bin 0 covers rows floor(0) .. ceil(2.5) = [0, 3), bin 1 rows [2, 5) "
+         "(neighbouring bins overlap by one row)."),
+        ("RoI smaller than the output: 2 x 2 RoI, 3 x 3 output", f6, R([0, 1, 1, 2, 2]), (3, 3), 1.0,
+         "bin_h = 2 / 3: bins are less than a cell, so a cell can be the max of several bins."),
+        ("rounding half away from zero", f8, R([0, 5, 5, 9, 9]), (3, 3), 0.5,
+         "5 * 0.5 = 2.5 rounds to 3 and 4.5 rounds to 5 (half AWAY from zero, as C's round). "
+         "np.round rounds halves to even (2.5 -> 2): use np.floor(abs(v) + 0.5) * np.sign(v)."),
+        ("negative features: start the max at -inf", fneg, R([0, 0, 0, 3, 3]), (2, 2), 1.0,
+         "Every value here is negative, so a running max that starts at 0 returns 0. Start at -inf "
+         "(or take window.max())."),
+        ("RoI partly outside the map: empty bins give 0", f4, R([0, -8, 0, 3, 3]), (2, 2), 1.0,
+         "x_start = -8, roi_w = 12, so bin 0 covers columns [-8, -2): clipped to the map it is empty and "
+         "outputs 0. Clip with min(max(v, 0), W) AFTER adding x_start."),
+        ("RoI wholly outside the map", f4, R([0, 20, 20, 30, 30]), (2, 2), 1.0,
+         "Every bin is empty after clipping: the output is all zeros."),
+        ("a RoI on the second image of the batch", fbatch, R([1, 0, 0, 4, 4], [0, 1, 1, 3, 3]), (2, 2), 1.0,
+         "Column 0 of a RoI is its image in the batch: pool from feat[int(roi[0])]."),
+        ("a malformed RoI (x2 < x1) becomes one cell", f6, R([0, 3, 3, 1, 1]), (2, 2), 1.0,
+         "roi_w = max(x_end - x_start + 1, 1): a RoI whose corners cross is 1 x 1 cell."),
+        ("6 random RoIs, 7 x 7 output, scale 1/8", frand, rand_rois, (7, 7), 1 / 8,
+         "Compare one bin by hand: corners, bin edges, clipping, max."),
+    ]
+    cases = [Case(name, (f, r), {"output_size": size, "spatial_scale": scale},
+                  expected=_ops.roi_pool_forward(f, r, output_size=size, spatial_scale=scale)[0],
+                  hint=hint, note="seeded random")
+             for name, f, r, size, scale, hint in specs]
+    compare = lambda e, g: _compare_array(e, g, "pooled output")
+    mistakes = [
+        (_same_as(lambda *a, **k: _roi_pool_variant(*a, rounding="np_round", **k), compare),
+         "np.round rounds halves to even (2.5 -> 2); RoI pooling rounds half AWAY from zero "
+         "(2.5 -> 3): np.floor(abs(v) + 0.5) * np.sign(v)."),
+        (_same_as(lambda *a, **k: _roi_pool_variant(*a, rounding="trunc", **k), compare),
+         "int(v) truncates (2.7 -> 2); the corners are ROUNDED, half away from zero."),
+        (_same_as(lambda *a, **k: _roi_pool_variant(*a, plus_one=False, **k), compare),
+         "The RoI's corner cells are both inside it: roi_w = x_end - x_start + 1 (here the +1 is right)."),
+        (_same_as(lambda *a, **k: _roi_pool_variant(*a, start=0.0, **k), compare),
+         "Your maxima never go below 0: start the running max at -inf (or use window.max()); "
+         "only an EMPTY bin outputs 0."),
+        (_same_as(lambda *a, **k: _roi_pool_variant(*a, use_batch=False, **k), compare),
+         "Every RoI was pooled from image 0: use feat[int(roi[0])], the RoI's own image."),
+    ]
+    return _run_check("roi_pool(feat, rois, output_size, spatial_scale)",
+                      "roi_pool(feat, rois, output_size, spatial_scale)", cases,
+                      lambda c: roi_pool(*_copy(c.args), **_copy(c.kwargs)), compare,
+                      names=("feat", "rois"), mistakes=mistakes)
+
+
+# ======================================================================================
+# 08 convolution backward
+# ======================================================================================
+
+def _conv_backward_variant(dout, x, w, stride=1, pad=0, overwrite=False):
+    """Convolution gradients as a loop over output positions; overwrite=True uses = instead of +=."""
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    OH, OW = dout.shape[2], dout.shape[3]
+    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxpad = np.zeros_like(xpad)
+    dw = np.zeros_like(w)
+    for i in range(OH):
+        for j in range(OW):
+            rows, cols = slice(i * stride, i * stride + kh), slice(j * stride, j * stride + kw)
+            g = dout[:, :, i, j]                                              # (N, F)
+            contribution = np.tensordot(g, w, axes=([1], [0]))                # (N, C, kh, kw)
+            if overwrite:
+                dxpad[:, :, rows, cols] = contribution
+            else:
+                dxpad[:, :, rows, cols] += contribution
+            dw += np.tensordot(g, xpad[:, :, rows, cols], axes=([0], [0]))    # (F, C, kh, kw)
+    return dxpad[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+
+
+def check_conv_backward(conv_backward):
+    """Check conv_backward(dout, x, w, stride=1, pad=0) -> (dx, dw, db).
+
+    Compared with ops.conv2d_backward after ops.conv2d_forward(x, w, b, stride, pad), where
+    out[n, f, i, j] = b[f] + sum_{c, a, e} w[f, c, a, e] * xpad[n, c, i*stride + a, j*stride + e].
+    x: (N, C, H, W), w: (F, C, kh, kw), dout: (N, F, OH, OW). Returns dx shaped like x, dw like w,
+    db of shape (F,).
+    """
+    rng = np.random.default_rng(8)
+    specs = [
+        ("1 x 1 kernel, one image, one channel", (1, 1, 3, 3), (1, 1, 1, 1), 1, 0,
+         "With a 1 x 1 kernel, out = w * x + b: dx = w * dout, dw = sum(dout * x), db = sum(dout)."),
+        ("3 x 3 kernel, pad 1, stride 1 (same size)", (1, 2, 5, 5), (3, 2, 3, 3), 1, 1,
+         "Pad x, accumulate into dxpad, then crop: dx = dxpad[:, :, pad:pad+H, pad:pad+W]."),
+        ("2 x 2 kernel, stride 2: windows do not overlap", (1, 2, 6, 6), (2, 2, 2, 2), 2, 0,
+         "Output (i, j) reads the window starting at row i * stride, column j * stride."),
+        ("3 x 3 kernel, stride 2, pad 1: windows overlap", (2, 2, 7, 7), (2, 2, 3, 3), 2, 1,
+         "Where windows overlap, a pixel gets a gradient from each window: use +=, not =."),
+        ("non-square 3 x 2 kernel, pad 2", (1, 1, 4, 5), (2, 1, 3, 2), 1, 2,
+         "kh and kw can differ: use w.shape[2] for the rows and w.shape[3] for the columns."),
+        ("a batch of 3, 4 channels, 5 filters", (3, 4, 6, 6), (5, 4, 3, 3), 1, 1,
+         "dw and db add up over the whole batch (sum over n), dx has one gradient per image."),
+        ("stride 2 skips the last column (W = 6, kernel 3)", (1, 1, 6, 6), (1, 1, 3, 3), 2, 0,
+         "OW = (6 - 3) // 2 + 1 = 2: column 5 is never read, so its gradient is 0."),
+    ]
+    cases = []
+    for name, xs, ws, stride, pad, hint in specs:
+        x, w = rng.normal(0, 1, xs), rng.normal(0, 1, ws)
+        out, cache = _ops.conv2d_forward(x, w, np.zeros(ws[0]), stride=stride, pad=pad)
+        dout = rng.normal(0, 1, out.shape)
+        cases.append(Case(name, (dout, x, w), {"stride": stride, "pad": pad},
+                          expected=_ops.conv2d_backward(dout, cache), hint=hint, note="seeded random"))
+
+    def compare(e, g):
+        return _compare_tuple(e, g, ("dx", "dw", "db"), [lambda a, b, n: _compare_array(a, b, n)] * 3)
+
+    # The slips below are each about one of dx, dw, db: a hint is given only when that one is the
+    # first of the three that is wrong (the comparison reports the first wrong one).
+    def first_wrong(case, got):
+        for i in range(3):
+            if _compare_array(case.expected[i], got[i], "") is not None:
+                return i
+        return None
+
+    def padded_dx(case, got):
+        dout, x, w = case.args
+        p = case.kwargs["pad"]
+        return p > 0 and np.shape(got[0]) == (x.shape[0], x.shape[1], x.shape[2] + 2 * p, x.shape[3] + 2 * p)
+
+    def dw_per_image(case, got):
+        dout, x, w = case.args
+        return first_wrong(case, got) == 1 and np.shape(got[1]) == (x.shape[0],) + w.shape
+
+    def db_not_summed(case, got):
+        return first_wrong(case, got) == 2 and np.shape(got[2]) != (case.args[2].shape[0],)
+
+    def db_mean(case, got):
+        dout = case.args[0]
+        return (first_wrong(case, got) == 2 and np.shape(got[2]) == (dout.shape[1],)
+                and np.allclose(got[2], dout.mean(axis=(0, 2, 3))))
+
+    mistakes = [
+        (padded_dx, "dx has the padded shape: crop the padding off, dx = dxpad[:, :, pad:pad+H, pad:pad+W]."),
+        (dw_per_image, "dw has one gradient per image: sum over the batch, dw has w's shape (F, C, kh, kw)."),
+        (db_not_summed, "db has one number per filter: db = dout.sum(axis=(0, 2, 3)), shape (F,)."),
+        (db_mean, "db is a SUM of dout over n, i, j (every output adds b once), not a mean."),
+        (_same_as(lambda *a, **k: _conv_backward_variant(*a, overwrite=True, **k), compare),
+         "Overlapping windows overwrite each other in your dx: accumulate with dxpad[...] += ..., not =."),
+    ]
+    return _run_check("conv_backward(dout, x, w, stride, pad)", "conv_backward(dout, x, w, stride, pad)",
+                      cases, lambda c: conv_backward(*_copy(c.args), **_copy(c.kwargs)), compare,
+                      names=("dout", "x", "w"), mistakes=mistakes)
+
+
+if __name__ == "__main__":      # python -m minifrcnn.exercises: every check on the library itself
+    from .ops.conv import conv2d_backward, conv2d_forward
+
+    def _library_conv_backward(dout, x, w, stride=1, pad=0):
+        return conv2d_backward(dout, conv2d_forward(x, w, np.zeros(w.shape[0]), stride, pad)[1])
+
+    results = [
+        check_iou(_boxes.box_iou),
+        check_anchors(_anchors.generate_base_anchors),
+        check_grid_anchors(_anchors.grid_anchors),
+        check_encode_decode(_boxes.encode, _boxes.decode),
+        check_nms(_boxes.nms),
+        check_smooth_l1(_ops.smooth_l1),
+        check_softmax_cross_entropy_backward(
+            lambda z, y, normalizer=None: _ops.softmax_cross_entropy(z, y, normalizer)[1]),
+        check_roi_pool(lambda f, r, output_size=(7, 7), spatial_scale=1 / 16:
+                       _ops.roi_pool_forward(f, r, output_size, spatial_scale)[0]),
+        check_conv_backward(_library_conv_backward),
+    ]
+    sys.exit(0 if all(results) else 1)
