@@ -34,7 +34,8 @@ def draw_detections(image, det, class_names, score_threshold=0.5, ax=None):
     import matplotlib.pyplot as plt
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(image)
+    h, w = image.shape[:2]
+    ax.imshow(image, extent=(0, w, h, 0))   # pixel c covers [c, c + 1), as our boxes assume
     colours = plt.cm.tab10.colors
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
         if score < score_threshold:
