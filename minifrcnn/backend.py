@@ -10,6 +10,9 @@ Which device a run uses comes from an argument or from the environment:
 
     MINIFRCNN_DEVICE=cpu    (default) NumPy
     MINIFRCNN_DEVICE=cuda   CuPy; a clear error if no usable GPU is present
+    MINIFRCNN_DEVICE=strict a test device: NumPy underneath, CuPy's refusal of implicit
+                            host conversion on top (minifrcnn/strict.py), so CuPy mistakes
+                            show up on a machine without a GPU
 
 "cuda" without a usable GPU is a ``DeviceError`` with one readable line.
 ``cupy.is_available()`` is the test, not a failed import: CuPy can be
@@ -19,7 +22,9 @@ import os
 
 import numpy as np
 
-DEVICES = ("cpu", "cuda")
+from . import strict
+
+DEVICES = ("cpu", "cuda", "strict")
 
 
 class DeviceError(RuntimeError):
@@ -36,7 +41,7 @@ def _cupy_module():
 
 
 def resolve_device(device=None):
-    """Return "cpu" or "cuda": the argument if given, else $MINIFRCNN_DEVICE, else "cpu".
+    """Return "cpu", "cuda" or "strict": the argument if given, else $MINIFRCNN_DEVICE, else "cpu".
 
     Raises ValueError for an unknown name and DeviceError when "cuda" is asked
     for without a usable GPU.
@@ -66,9 +71,12 @@ def resolve_device(device=None):
 
 
 def array_module_for(device=None):
-    """The array module (numpy or cupy) for a device name (see resolve_device)."""
-    if resolve_device(device) == "cuda":
+    """The array module (numpy, cupy or strict.xp) for a device name (see resolve_device)."""
+    name = resolve_device(device)
+    if name == "cuda":
         return _cupy_module()
+    if name == "strict":
+        return strict.xp
     return np
 
 
@@ -77,29 +85,41 @@ def is_cupy_array(x):
     return type(x).__module__.split(".")[0] == "cupy"
 
 
+def is_strict_array(x):
+    """True for an array of the strict test device (strict.StrictArray)."""
+    return isinstance(x, strict.StrictArray)
+
+
 def get_array_module(*arrays):
-    """numpy, or cupy if any argument is a CuPy array (like cupy.get_array_module)."""
+    """numpy, or cupy if any argument is a CuPy array (like cupy.get_array_module),
+    or strict.xp if any is a strict test array."""
     for a in arrays:
         if is_cupy_array(a):
             return _cupy_module()
+        if is_strict_array(a):
+            return strict.xp
     return np
 
 
 def to_numpy(x):
     """A NumPy copy (or view) of x, wherever x lives. Scalars and lists pass through np.asarray."""
-    if is_cupy_array(x):
+    if is_cupy_array(x) or is_strict_array(x):
         return x.get()
     return np.asarray(x)
 
 
 def to_device(x, device=None):
-    """x as an array on `device` ("cpu" or "cuda"; None means MINIFRCNN_DEVICE)."""
+    """x as an array on `device` ("cpu", "cuda" or "strict"; None means MINIFRCNN_DEVICE)."""
     xp = array_module_for(device)
     if xp is np:
         return to_numpy(x)
+    if (is_cupy_array(x) or is_strict_array(x)) and get_array_module(x) is not xp:
+        x = x.get()                    # from one device to the other goes through the host
     return xp.asarray(x)
 
 
 def device_of(x):
-    """"cuda" for a CuPy array, "cpu" otherwise."""
-    return "cuda" if is_cupy_array(x) else "cpu"
+    """"cuda" for a CuPy array, "strict" for a strict test array, "cpu" otherwise."""
+    if is_cupy_array(x):
+        return "cuda"
+    return "strict" if is_strict_array(x) else "cpu"

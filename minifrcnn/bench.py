@@ -1,16 +1,30 @@
-"""`python -m minifrcnn bench`: time the ops on the shapes the default detector uses.
+"""`python -m minifrcnn bench`: time the ops, and the whole detector, on the shapes it uses.
 
-Prints a markdown table: one row per op and shape, the median time of forward + backward in
-milliseconds over several repeats, and, when PyTorch happens to be installed (it is never a
-dependency), the same computation through torch on the same thread count and the ratio
-ours / torch. Timings are measurements of this machine only: run it, don't quote it blindly.
+Prints a markdown table: one row per case, the median wall time in milliseconds over several
+repeats, and, when PyTorch happens to be installed (it is never a dependency), the same
+computation through torch on the same thread count and the ratio ours / torch. Timings are
+measurements of this machine only: run it, don't quote it blindly.
+
+Groups (--only picks some):
+    conv, pool, linear, roi, nms   one op, forward + backward, at the default detector's shapes
+    step    the default detector (Config.small, 4 classes) at batch 2 x 128x128: forward_train,
+            backward, the network part of a training step (torch side by side: same layers,
+            weights, batch and samples), the whole train step, and predict on 8 images
+            (images/s), each with the peak memory one call allocates
+    vgg16   the paper's VGG-16 Faster R-CNN (Config(), 20 classes): predict on one 600x1000
+            image with 300 proposals (repeat 1 on a CPU: it takes seconds)
+The step and vgg16 groups run on NumPy and, with --device cuda, on CuPy as well.
 
     python -m minifrcnn bench                   # NumPy, float32
     python -m minifrcnn bench --device cuda     # CuPy (synchronised timing)
-    python -m minifrcnn bench --repeat 20 --only conv
+    python -m minifrcnn bench --repeat 20 --only conv step
 """
+import os
 import platform
 import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -18,24 +32,76 @@ from . import ops
 from .backend import array_module_for, resolve_device
 
 
+def _is_cupy(xp):
+    return hasattr(xp, "cuda")                         # numpy and strict.xp have no .cuda
+
+
 def _sync(xp):
     """Wait for the GPU so a timer measures the work, not the launch (no-op on NumPy)."""
-    if xp is not np:
+    if _is_cupy(xp):
         xp.cuda.Stream.null.synchronize()
 
 
-def median_time(fn, xp=np, repeat=10, warmup=2):
-    """Median wall time of fn() in seconds after `warmup` untimed calls."""
+def median_time(fn, xp=np, repeat=10, warmup=2, setup=None):
+    """Median wall time of fn() in seconds after `warmup` untimed calls.
+
+    setup: called (untimed) before every call of fn, e.g. the forward pass before a backward.
+    """
     for _ in range(warmup):
+        if setup is not None:
+            setup()
         fn()
     _sync(xp)
     times = []
     for _ in range(repeat):
+        if setup is not None:
+            setup()
+            _sync(xp)
         t0 = time.perf_counter()
         fn()
         _sync(xp)
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def peak_memory_mb(fn, xp=np, setup=None):
+    """Peak memory that one call of fn() allocates on top of what exists before it, in MiB.
+
+    NumPy: tracemalloc's peak (NumPy reports its array buffers to tracemalloc). CuPy: the growth
+    of the memory pool, which keeps the blocks it has handed out, so about the high-water mark.
+    """
+    if setup is not None:
+        setup()
+    if _is_cupy(xp):
+        pool = xp.get_default_memory_pool()
+        _sync(xp)
+        pool.free_all_blocks()
+        before = pool.total_bytes()
+        fn()
+        _sync(xp)
+        return (pool.total_bytes() - before) / 2 ** 20
+    tracemalloc.start()
+    try:
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / 2 ** 20
+
+
+@dataclass
+class Case:
+    """One row of the table. The op groups yield plain (name, run, torch_run) tuples."""
+    name: str
+    run: Callable                          # the timed call
+    torch_run: Optional[Callable] = None   # the same computation in PyTorch (None: no torch)
+    setup: Optional[Callable] = None       # untimed, before every timed call
+    images: int = 0                        # > 0: also print images per second
+    memory: bool = False                   # also print the peak memory of one call
+    repeat: Optional[int] = None           # overrides --repeat (VGG-16 on a CPU: 1)
+    warmup: Optional[int] = None
+    xp: object = None                      # the array module to synchronise (None: the device's)
+    note: str = ""                         # printed once under the table
 
 
 # The default ("small") detector at batch 2 of 128x128 images: backbone convs (3x3, pad 1),
@@ -136,8 +202,101 @@ def nms_cases(xp, dtype, rng):
     yield "nms 6000 RPN-like boxes, IoU 0.7", (lambda: nms(boxes, scores, 0.7)), None
 
 
+def _bench_devices(xp):
+    """The step and vgg16 groups run on NumPy, and on the requested device when it is another."""
+    from . import strict
+    if _is_cupy(xp):
+        return [("cpu", np), ("cuda", xp)]
+    if xp is strict.xp:
+        return [("cpu", np), ("strict", xp)]
+    return [("cpu", np)]
+
+
+def default_step_setup(device, config=None, num_images=16):
+    """The default detector (Config.small for the 4-class shapes data) on `device`, its SGD,
+    a shapes data set and one prepared batch of 2 images: what the step cases time."""
+    from .config import Config
+    from .data import shapes
+    from .model import FasterRCNN
+    from .optim import SGD
+    from .train import prepare_batch
+    from .backend import to_device
+    cfg = config or Config.small(num_classes=4, class_names=tuple(shapes.CLASS_NAMES))
+    data = shapes.make_split("train", num_images, size=cfg.image_min_size)
+    model = FasterRCNN(cfg).to(device)
+    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay)
+    images, sizes, boxes, labels, scales = prepare_batch(
+        data[:cfg.images_per_batch], cfg, np.random.default_rng(0))
+    batch = (to_device(images, device), sizes, boxes, labels, scales)
+    return cfg, data, model, optimizer, batch
+
+
+def step_cases(xp, dtype, rng, config=None):
+    """The default detector at batch 2 x 128x128 (Config.small, 4 classes: the shapes setting);
+    config replaces it (the tests time a tiny one)."""
+    from .train import train_step
+    for device, dev_xp in _bench_devices(xp):
+        cfg, data, model, optimizer, batch = default_step_setup(device, config)
+        images, sizes, boxes, labels, scales = batch
+        tag = f"[{device}]"
+
+        def forward(model=model):
+            return model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
+                                       scales=scales)
+
+        samples = forward()[1]                 # one fixed sample of anchors and RoIs
+
+        def network_step(model=model, optimizer=optimizer, samples=samples):
+            model.zero_grad()
+            model.forward_train(images, sizes, boxes, labels, None, scales=scales, samples=samples)
+            model.backward()
+            optimizer.step()
+
+        counter = iter(range(10 ** 9))
+
+        def whole_step(model=model, optimizer=optimizer):
+            train_step(model, optimizer, data, cfg, next(counter))
+
+        pictures = [s["image"] for s in data[:8]]
+        torch_run = None
+        if device == "cpu":        # built on its first call, so only when torch is timed
+            torch_run = _lazy(lambda m=model, s=samples: _torch_train_step(m, cfg, images, s))
+        n = images.shape[0]
+        size = f"{images.shape[2]}x{images.shape[3]}"
+        yield Case(f"step {tag}: forward_train, batch {n} x {size}", forward, memory=True,
+                   xp=dev_xp)
+        yield Case(f"step {tag}: backward", model.backward, setup=forward, memory=True, xp=dev_xp)
+        yield Case(f"step {tag}: train step, network only (samples fixed): fwd + bwd + SGD",
+                   network_step, torch_run=torch_run, memory=True, xp=dev_xp, note=(
+                       "network only: the anchor labels and the sampled RoIs of one batch are "
+                       "held fixed, so no sampling or NMS is timed; the torch twin has the same "
+                       "layers, weights (copied), batch, samples, losses and SGD, with RoI max "
+                       "pooling written as a loop of adaptive_max_pool2d over the RoIs "
+                       "(torchvision is not used)"))
+        yield Case(f"step {tag}: train step, whole: data prep + sampling + NMS + fwd + bwd + SGD",
+                   whole_step, memory=True, xp=dev_xp)
+        yield Case(f"step {tag}: predict, {len(pictures)} images {size}",
+                   lambda m=model: m.predict(pictures),
+                   images=len(pictures), memory=True, xp=dev_xp)
+
+
+def vgg16_cases(xp, dtype, rng):
+    """The paper's VGG-16 detector (Config() defaults, 20 classes) on one 600x1000 image."""
+    from .config import Config
+    from .model import FasterRCNN
+    image = rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8)
+    for device, dev_xp in _bench_devices(xp):
+        cfg = Config(num_classes=20)
+        model = FasterRCNN(cfg).to(device)
+        on_gpu = _is_cupy(dev_xp)
+        yield Case(f"vgg16 [{device}]: predict, 1 image 600x1000, {cfg.rpn_post_nms_top_n_test} "
+                   f"proposals", lambda m=model: m.predict([image]), images=1, memory=True,
+                   repeat=5 if on_gpu else 1, warmup=1 if on_gpu else 0, xp=dev_xp)
+
+
 CASES = {"conv": conv_cases, "pool": pool_cases, "linear": linear_cases, "roi": roi_cases,
-         "nms": nms_cases}
+         "nms": nms_cases, "step": step_cases, "vgg16": vgg16_cases}
 
 
 # --- PyTorch side by side (only if torch is importable; never a dependency) ----------------
@@ -189,9 +348,130 @@ def _torch_linear(n, d_in, d_out):
     out.backward(out.detach())
 
 
+def _lazy(make):
+    """A function that calls make() once, on its first call, and then calls what it made."""
+    made = []
+
+    def call():
+        if not made:
+            made.append(make())
+        return made[0]()
+    return call
+
+
+def _torch_roi_max_pool(torch, feat, rois, output_size, spatial_scale):
+    """RoI max pooling in torch ops, with ops/roi_pool.py's (Caffe's) bins.
+
+    Inside the map, Caffe's bins of a roi_h x roi_w window (floor / ceil of ph * roi_h / PH) are
+    exactly adaptive_max_pool2d's bins of that window; outside, the map is padded with -inf so
+    a bin that is partly outside takes the max of its inside part and a bin wholly outside
+    gives -inf, set to 0 as Caffe's empty bin. One adaptive_max_pool2d per RoI (a Python loop).
+    feat: (N, C, H, W) tensor; rois: (K, 5) NumPy array (the batch index first).
+    """
+    F = torch.nn.functional
+    from .ops.roi_pool import round_half_away
+    corners = round_half_away(rois[:, 1:].astype(np.float32) * np.float32(spatial_scale))
+    corners = corners.astype(np.int64)                                  # (K, 4) x0, y0, x1, y1
+    H, W = feat.shape[2], feat.shape[3]
+    pad = int(max(0, -corners.min(), (corners - [W - 1, H - 1, W - 1, H - 1]).max()))  # overhang
+    padded = F.pad(feat, (pad, pad, pad, pad), value=float("-inf")) if pad else feat
+    pooled = []
+    for k in range(len(rois)):
+        b = int(rois[k, 0])
+        x0, y0, x1, y1 = (int(v) + pad for v in corners[k])
+        window = padded[b, :, y0:y0 + max(y1 - y0 + 1, 1), x0:x0 + max(x1 - x0 + 1, 1)]
+        pooled.append(F.adaptive_max_pool2d(window, output_size))       # (C, PH, PW)
+    pooled = torch.stack(pooled)                                        # (K, C, PH, PW)
+    return torch.where(torch.isneginf(pooled), torch.zeros_like(pooled), pooled)
+
+
+def _torch_train_step(model, cfg, images, samples):
+    """The network part of our training step in PyTorch (CPU), for a side-by-side time.
+
+    The same layers as `model` (weights copied, so the losses agree with ours), the same batch,
+    the same anchor labels, RoIs and targets, the paper's loss normalisation and SGD with
+    momentum and weight decay (none on biases). Returns a function doing one step that
+    returns the total loss as a float. `images` and `samples` must be NumPy arrays.
+    """
+    torch = _torch()
+    nn, F = torch.nn, torch.nn.functional
+    from .layers import Conv2d, Linear, MaxPool2d, ReLU
+    from .backend import to_numpy
+
+    def conv(layer):
+        f, c, kh, kw = layer.weight.shape
+        t = nn.Conv2d(c, f, (kh, kw), stride=layer.stride, padding=layer.pad)
+        t.weight.data = torch.from_numpy(to_numpy(layer.weight.data).copy())
+        t.bias.data = torch.from_numpy(to_numpy(layer.bias.data).copy())
+        return t
+
+    def linear(layer):
+        d_in, d_out = layer.weight.shape
+        t = nn.Linear(d_in, d_out)
+        t.weight.data = torch.from_numpy(to_numpy(layer.weight.data).T.copy())   # ours is (D_in, D_out)
+        t.bias.data = torch.from_numpy(to_numpy(layer.bias.data).copy())
+        return t
+
+    backbone = []
+    for layer in model.backbone:
+        if isinstance(layer, Conv2d):
+            backbone.append(conv(layer))
+        elif isinstance(layer, ReLU):
+            backbone.append(nn.ReLU())
+        elif isinstance(layer, MaxPool2d):
+            backbone.append(nn.MaxPool2d(layer.kernel, layer.stride))
+    net = nn.ModuleDict({
+        "backbone": nn.Sequential(*backbone), "rpn_conv": conv(model.rpn.conv),
+        "rpn_cls": conv(model.rpn.cls), "rpn_reg": conv(model.rpn.reg),
+        "fc6": linear(model.head.fc6), "fc7": linear(model.head.fc7),
+        "cls": linear(model.head.cls), "reg": linear(model.head.reg)})
+    biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
+    weights = [p for name, p in net.named_parameters() if not name.endswith("bias")]
+    optimizer = torch.optim.SGD([{"params": weights, "weight_decay": cfg.weight_decay},
+                                 {"params": biases, "weight_decay": 0.0}],
+                                lr=cfg.lr, momentum=cfg.momentum)
+    x = torch.from_numpy(to_numpy(images).copy())
+    rpn_labels = torch.from_numpy(to_numpy(samples["rpn_labels"]).reshape(-1))        # (N*R,)
+    rpn_targets = torch.from_numpy(to_numpy(samples["rpn_targets"]).reshape(-1, 4))   # (N*R, 4)
+    rpn_weights = (rpn_labels == 1).to(x.dtype)[:, None]                               # (N*R, 1)
+    rois = to_numpy(samples["rois"])                                                   # (S, 5)
+    roi_labels = torch.from_numpy(to_numpy(samples["roi_labels"]))
+    roi_targets = torch.from_numpy(to_numpy(samples["roi_targets"]))
+    roi_weights = torch.from_numpy(to_numpy(samples["roi_weights"]))
+    n = x.shape[0]
+    s = max(len(rois), 1)
+    assert cfg.loss_normalization == "paper" and cfg.roi_op == "pool"
+
+    def step():
+        optimizer.zero_grad()
+        feat = net["backbone"](x)                                        # (N, C, h, w)
+        h, w = feat.shape[2], feat.shape[3]
+        mid = F.relu(net["rpn_conv"](feat))
+        logits = net["rpn_cls"](mid).permute(0, 2, 3, 1).reshape(-1, 2)    # (N*R, 2)
+        deltas = net["rpn_reg"](mid).permute(0, 2, 3, 1).reshape(-1, 4)   # (N*R, 4)
+        rpn_cls = F.cross_entropy(logits, rpn_labels, ignore_index=-1, reduction="sum") \
+            / (n * cfg.rpn_batch_size)
+        rpn_reg = cfg.rpn_lambda * F.smooth_l1_loss(
+            deltas * rpn_weights, rpn_targets * rpn_weights, beta=1.0 / cfg.rpn_sigma ** 2,
+            reduction="sum") / (n * h * w)
+        pooled = _torch_roi_max_pool(torch, feat, rois, model.head.pool_size,
+                                     model.head.spatial_scale)          # (S, C, 7, 7)
+        hidden = F.relu(net["fc7"](F.relu(net["fc6"](pooled.flatten(1)))))
+        scores, head_deltas = net["cls"](hidden), net["reg"](hidden)
+        head_cls = F.cross_entropy(scores, roi_labels, reduction="sum") / s
+        head_reg = cfg.head_lambda * F.smooth_l1_loss(
+            head_deltas * roi_weights, roi_targets * roi_weights, beta=1.0 / cfg.head_sigma ** 2,
+            reduction="sum") / s
+        total = rpn_cls + rpn_reg + head_cls + head_reg
+        total.backward()
+        optimizer.step()
+        return float(total.detach())
+
+    return step
+
+
 def machine_description(xp):
     """One line naming the machine the numbers came from."""
-    import os
     desc = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible"
     try:
         with open("/proc/cpuinfo") as f:
@@ -201,7 +481,9 @@ def machine_description(xp):
                     break
     except OSError:
         pass
-    if xp is not np:
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    desc += f"; BLAS threads {threads or 'default'}"
+    if _is_cupy(xp):
         desc += f"; GPU {xp.cuda.runtime.getDeviceProperties(0)['name'].decode()}"
     return desc
 
@@ -213,27 +495,55 @@ def run_bench(device=None, repeat=10, only=None, with_torch=True, out=print):
     rng = np.random.default_rng(0)
     torch = _torch() if (with_torch and device == "cpu") else None
     if torch is not None:
-        import os
         torch.set_num_threads(os.cpu_count() or 1)
     out(f"machine: {machine_description(xp)}; device {device}; numpy {np.__version__}"
         + (f"; torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
     header = "| op | ours (ms) |" + (" torch (ms) | ours / torch |" if torch else "")
-    out(header)
-    out("|---|---|" + ("---|---|" if torch else ""))
-    rows = []
+    out(header + " images/s | peak memory (MiB) |")
+    out("|---|---|" + ("---|---|" if torch else "") + "---|---|")
+    rows, notes = [], []
     for group, make_cases in CASES.items():
         if only and group not in only:
             continue
-        for name, fn, torch_fn in make_cases(xp, np.float32, rng):
-            ours = median_time(fn, xp, repeat)
-            row = {"op": name, "ours_ms": ours * 1e3}
-            line = f"| {name} | {ours * 1e3:.2f} |"
-            if torch is not None and torch_fn is not None:
-                theirs = median_time(torch_fn, np, repeat)
-                row["torch_ms"] = theirs * 1e3
-                line += f" {theirs * 1e3:.2f} | {ours / theirs:.2f} |"
-            elif torch is not None:
-                line += " | |"
-            rows.append(row)
-            out(line)
+        for case in make_cases(xp, np.float32, rng):
+            case = case if isinstance(case, Case) else Case(*case)
+            rows.append(_run_case(case, xp, repeat, torch, out))
+            if case.note and case.note not in notes:
+                notes.append(case.note)
+    if any("peak_mib" in r for r in rows):
+        notes.append("peak memory: what one call allocates on top of what exists before it "
+                     "(NumPy: tracemalloc's peak; CuPy: the growth of the memory pool)")
+    if notes:
+        out("")
+        for note in notes:
+            out(f"- {note}")
     return rows
+
+
+def _run_case(case, xp, repeat, torch, out):
+    """Time one case (and its torch twin), print its table line, return its row."""
+    case_xp = case.xp if case.xp is not None else xp
+    warmup = 2 if case.warmup is None else case.warmup
+    ours = median_time(case.run, case_xp, case.repeat or repeat, warmup, case.setup)
+    row = {"op": case.name, "ours_ms": ours * 1e3}
+    line = f"| {case.name} | {ours * 1e3:.2f} |"
+    if torch is not None and case.torch_run is not None:
+        # One block after the other, not in turns: called in turns, NumPy's BLAS threads and
+        # torch's thread pool slow each other down (measured: torch's step 2x slower).
+        theirs = median_time(case.torch_run, np, case.repeat or repeat, warmup)
+        row["torch_ms"] = theirs * 1e3
+        line += f" {theirs * 1e3:.2f} | {ours / theirs:.2f} |"
+    elif torch is not None:
+        line += " | |"
+    if case.images:
+        row["images_per_s"] = case.images / ours
+        line += f" {row['images_per_s']:.2f} |"
+    else:
+        line += " |"
+    if case.memory:
+        row["peak_mib"] = peak_memory_mb(case.run, case_xp, case.setup)
+        line += f" {row['peak_mib']:.0f} |"
+    else:
+        line += " |"
+    out(line)
+    return row

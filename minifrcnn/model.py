@@ -276,9 +276,9 @@ class FasterRCNN(Module):
         """
         cfg = self.cfg
         xp = get_array_module(batch)
-        feat = self.backbone.forward(batch)                              # (N, C, h, w)
+        feat = self.backbone.forward_inference(batch)                    # (N, C, h, w), caches dropped
         rpn_model = self if proposer is None else proposer
-        rpn_feat = feat if proposer is None else proposer.backbone.forward(batch)
+        rpn_feat = feat if proposer is None else proposer.backbone.forward_inference(batch)
         logits, deltas = rpn_model.rpn.forward(rpn_feat)                # (N, R, 2), (N, R, 4)
         anchors = self.anchors(feat.shape[2], feat.shape[3], xp)
         scales = [1.0] * len(image_sizes) if scales is None else scales
@@ -293,6 +293,8 @@ class FasterRCNN(Module):
         probs = softmax(scores)
         weights = tuple(1.0 / s for s in cfg.bbox_stds)
         boxes = decode(rois[:, 1:], head_deltas, weights)              # (S, 4(K+1))
+        self.drop_caches()                    # no backward follows: give the activations back
+        rpn_model.drop_caches()
         out, start = [], 0
         for i, size in enumerate(image_sizes):
             sl = slice(start, start + counts[i])

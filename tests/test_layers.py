@@ -222,3 +222,16 @@ def test_to_cpu_keeps_everything():
     assert net[0].cache is None                                   # caches are dropped
     assert np.array_equal(net.forward(x), out)
     assert all(isinstance(p.data, np.ndarray) and p.grad.shape == p.shape for p in net.parameters())
+
+
+def test_forward_inference_gives_the_same_output_and_keeps_no_cache():
+    net = tiny_net()
+    x, _ = _data()
+    out = net.forward(x)
+    assert net[0].cache is not None                               # forward keeps what backward needs
+    assert np.array_equal(net.forward_inference(x), out)
+    assert all(m.cache is None for m in net)                      # ... forward_inference does not
+    with pytest.raises(RuntimeError, match="before forward"):
+        net.backward(np.zeros_like(out))
+    net.forward(x)
+    assert net.drop_caches() is net and all(m.cache is None for m in net)
