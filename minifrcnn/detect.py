@@ -29,20 +29,36 @@ def read_image(path):
         raise ValueError(f"image {path}: cannot read it ({e})") from None
 
 
+def offscreen_figure(figsize):
+    """A matplotlib Figure drawn with the Agg canvas directly, for writing PNG files.
+
+    pyplot is not involved, so a notebook's plotting backend is left as it was (calling
+    matplotlib.use("Agg") inside Jupyter would make every later figure disappear).
+    Returns (fig, ax); save with fig.savefig(path).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
 def draw_detections(image, det, class_names, score_threshold=0.5, ax=None):
     """Draw boxes, class names and scores on a matplotlib axis (a new figure if ax is None)."""
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
     if ax is None:
+        import matplotlib.pyplot as plt
         _, ax = plt.subplots(figsize=(5, 5))
     h, w = image.shape[:2]
     ax.imshow(image, extent=(0, w, h, 0))   # pixel c covers [c, c + 1), as our boxes assume
-    colours = plt.cm.tab10.colors
+    colours = colormaps["tab10"].colors
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
         if score < score_threshold:
             continue
         x1, y1, x2, y2 = (float(v) for v in box)
         colour = colours[int(label) % len(colours)]
-        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, color=colour))
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, color=colour))
         name = class_names[int(label) - 1] if class_names else str(int(label))
         ax.text(x1, y1, f"{name} {score:.2f}", color="white", fontsize=8, va="bottom",
                 bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "lw": 0})
@@ -56,22 +72,17 @@ def detect_files(checkpoint, image_paths, out_dir, device=None, score_threshold=
     Every file is read first, so a bad one stops the run before anything is written.
     Returns the written paths.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .model import FasterRCNN
     model = FasterRCNN.load(checkpoint, device=device)
     images = [read_image(p) for p in image_paths]
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for path, image, det in zip(image_paths, images, predict_dataset(model, [{"image": i} for i in images])):
-        fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+        fig, ax = offscreen_figure((6, 6 * image.shape[0] / image.shape[1]))
         draw_detections(image, det, model.cfg.class_names, score_threshold, ax)
         ax.set_title(f"{os.path.basename(path)}: {int((det['scores'] >= score_threshold).sum())} "
                      f"detections (score >= {score_threshold})")
         out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         fig.savefig(out, dpi=100, bbox_inches="tight")
-        plt.close(fig)
         written.append(out)
     return written

@@ -508,12 +508,9 @@ def plot_pr_curves(result, path, title=None):
     Uses matplotlib's Agg canvas directly (no pyplot, so a notebook's backend is untouched).
     Returns path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .detect import offscreen_figure
 
-    fig = Figure(figsize=(6, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = offscreen_figure((6, 5))
     for name in result["class_names"]:
         rec, prec = result["recall"][name], result["precision"][name]
         ap = result["ap"][name]
@@ -533,5 +530,5 @@ def plot_pr_curves(result, path, title=None):
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=100)
     return path

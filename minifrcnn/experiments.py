@@ -156,10 +156,8 @@ def format_table(name, summary, seeds, iters):
 
 def plot_summary(name, summary, path):
     """A bar per variant: mean mAP with the standard deviation over seeds as an error bar."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(summary)), 3.5))
+    from .detect import offscreen_figure
+    fig, ax = offscreen_figure((max(5, 1.6 * len(summary)), 3.5))
     x = np.arange(len(summary))
     ax.bar(x, [s["map_mean"] for s in summary], yerr=[s["map_std"] for s in summary],
            capsize=4, color="tab:blue", label="mAP@0.5 (mean over seeds)")
@@ -170,4 +168,3 @@ def plot_summary(name, summary, path):
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

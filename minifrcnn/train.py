@@ -247,14 +247,12 @@ def _truncate_log(log_path, iteration):
 
 def plot_losses(log_path, png_path, smooth=20):
     """Loss terms against iteration (moving average over `smooth` iterations) as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .detect import offscreen_figure
     records = read_log(log_path)
     if not records:
         return
     its = np.array([r["iter"] for r in records])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = offscreen_figure((7, 4))
     for term in [t for t in LOSS_TERMS if t in records[0]]:
         v = np.array([r[term] for r in records], dtype=float)
         k = max(1, min(smooth, len(v)))
@@ -267,7 +265,6 @@ def plot_losses(log_path, png_path, smooth=20):
     ax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 def _progress(iterable, enabled, start, total):
