@@ -123,3 +123,29 @@ def device_of(x):
     if is_cupy_array(x):
         return "cuda"
     return "strict" if is_strict_array(x) else "cpu"
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep large freed blocks for reuse (Linux only; a no-op elsewhere).
+
+    Why: by default glibc hands every block over 128 KB straight back to the operating system
+    when NumPy frees it, and the next allocation of the same size gets fresh pages that the
+    kernel must zero on first touch. A training step allocates and frees the same large
+    arrays (im2col columns, layer outputs) over and over, so on this project's 2-core machine
+    that page-zeroing was about half of a small conv layer's forward time. Raising the mmap
+    and trim thresholds makes freed blocks go back to malloc's free lists instead, and the
+    conv fwd+bwd of the default backbone went from 30 ms to 23 ms (python -m minifrcnn bench).
+    The cost: the process keeps its peak memory until it exits. Returns True if applied.
+    Called once when minifrcnn is imported; set MINIFRCNN_KEEP_FREED_MEMORY=0 to skip it.
+    """
+    if os.environ.get("MINIFRCNN_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+    except (OSError, AttributeError):
+        return False                                     # not glibc (macOS, Windows, musl)
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # from glibc's <malloc.h>
+    ok_mmap = libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)   # glibc's maximum: 32 MiB
+    ok_trim = libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    return bool(ok_mmap and ok_trim)

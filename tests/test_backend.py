@@ -65,3 +65,11 @@ def test_cupy_round_trip_when_a_gpu_is_present():
     g = to_device(x, "cuda")
     assert get_array_module(g) is cupy and backend.device_of(g) == "cuda"
     np.testing.assert_array_equal(to_numpy(g), x)
+
+
+def test_keep_freed_memory_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("MINIFRCNN_KEEP_FREED_MEMORY", "0")
+    assert backend.keep_freed_memory() is False
+    monkeypatch.delenv("MINIFRCNN_KEEP_FREED_MEMORY")
+    import sys
+    assert backend.keep_freed_memory() is sys.platform.startswith("linux")
