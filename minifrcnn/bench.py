@@ -395,7 +395,7 @@ def _torch_train_step(model, cfg, images, samples):
     """
     torch = _torch()
     nn, F = torch.nn, torch.nn.functional
-    from .layers import Conv2d, Linear, MaxPool2d, ReLU
+    from .layers import Conv2d, MaxPool2d, ReLU
     from .backend import to_numpy
 
     def conv(layer):

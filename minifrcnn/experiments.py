@@ -21,7 +21,6 @@ import numpy as np
 
 from .backend import to_device
 from .data import shapes
-from .detect import predict_dataset
 from .evaluate import evaluate_detections
 from .train import default_config, prepare_batch, train
 
