@@ -246,8 +246,8 @@ def build_parser():
     s.add_argument("name", choices=["schemes", "anchors", "lambda", "proposals", "sharing",
                                     "pretrain"])
     s.add_argument("--out", default="runs/experiments", help="folder for the tables and plots")
-    s.add_argument("--seeds", type=int, default=3)
-    s.add_argument("--iters", type=int, default=1500, help="training iterations per run")
+    s.add_argument("--seeds", type=int, default=2)
+    s.add_argument("--iters", type=int, default=2000, help="training iterations per run")
     s.add_argument("--train-images", type=int, default=1000)
     s.add_argument("--test-images", type=int, default=200)
     s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")

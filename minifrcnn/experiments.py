@@ -6,7 +6,7 @@
     python -m minifrcnn experiment proposals   # 50/100/300/1000 test proposals, NMS or not (Table 2)
     python -m minifrcnn experiment sharing     # shared vs unshared conv features
     python -m minifrcnn experiment pretrain    # backbone from scratch vs pre-trained on crops
-    ... --seeds 3 --iters 1500 --out runs/experiments     (--quick: 1 seed, 150 iterations)
+    ... --seeds 2 --iters 2000 --out runs/experiments     (--quick: 1 seed, 150 iterations)
 
 Each writes <out>/<name>.md (a markdown table: mean and standard deviation over seeds),
 <name>.json (every run) and <name>.png (a bar chart with the spread), and prints the table.
@@ -66,7 +66,7 @@ def _variants(name):
     raise ValueError(f"experiment {name!r}: expected one of {', '.join(NAMES)}")
 
 
-def run_experiment(name, out_dir, seeds=3, iters=1500, train_images=1000, test_images=200,
+def run_experiment(name, out_dir, seeds=2, iters=2000, train_images=1000, test_images=200,
                    device="cpu", log=print):
     """Run every variant of experiment `name` for each seed; write and return the results."""
     variants = _variants(name)
