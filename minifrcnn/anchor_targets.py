@@ -28,9 +28,8 @@ Regression targets, for positive anchors only (zeros elsewhere; the loss ignores
     labels, bbox_targets, matched_gt = anchor_targets(anchors, gt_boxes, (H, W), rng)
     # (A_total,) int64 in {1, 0, -1};  (A_total, 4);  (A_total,) int64, -1 unless positive
 """
-import numpy as np
 
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module
 from .boxes import box_iou, encode
 from .ops.checks import check_array, check_same_device
 
@@ -38,18 +37,20 @@ from .ops.checks import check_array, check_same_device
 def random_subset(indices, max_count, rng):
     """At most max_count of `indices`, chosen at random without replacement, in increasing order.
 
-    indices: (N,) integer array (numpy or cupy). The choice is made on the host with the numpy
-    Generator `rng` (so a run is reproducible on any device); the result goes back to the
-    device of `indices`. All of them, unchanged, when N <= max_count.
-    Returns (min(N, max_count),) int64.
+    indices: (N,) integer array (numpy or cupy). The numpy Generator `rng` chooses which
+    POSITIONS 0..N-1 to keep, on the host (so a run is reproducible on any device); only N, a
+    shape, is needed for that, so the indices themselves never leave the device. The positions
+    go to the device and pick the indices there. rng.choice(N, ...) draws exactly what
+    rng.choice(indices, ...) would, so results match the older host version bit for bit.
+    All of them, unchanged, when N <= max_count. Returns (min(N, max_count),) int64.
     """
     xp = get_array_module(indices)
     max_count = max(int(max_count), 0)
     if indices.shape[0] <= max_count:
         return indices.astype(xp.int64)
-    host = to_numpy(indices)                                           # (N,)
-    chosen = np.sort(rng.choice(host, size=max_count, replace=False))  # (max_count,)
-    return xp.asarray(chosen, dtype=xp.int64)
+    positions = rng.choice(indices.shape[0], size=max_count, replace=False)  # (max_count,) host
+    chosen = indices[xp.asarray(positions)]                                  # (max_count,) device
+    return xp.sort(chosen).astype(xp.int64)
 
 
 def inside_image(anchors, image_size, allowed_border=0):

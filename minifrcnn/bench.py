@@ -14,6 +14,9 @@ Groups (--only picks some):
     vgg16   the paper's VGG-16 Faster R-CNN (Config(), 20 classes): predict on one 600x1000
             image with 300 proposals (repeat 1 on a CPU: it takes seconds)
 The step and vgg16 groups run on NumPy and, with --device cuda, on CuPy as well.
+With --device cuda the torch twins run on the GPU too (torch.cuda), and RoI pooling, RoIAlign
+and NMS are compared with torchvision.ops when torchvision is installed. The CUDA kernels of
+ops/cuda_kernels.py are used on CuPy; MINIFRCNN_CUDA_KERNELS=0 times the array versions instead.
 
     python -m minifrcnn bench                   # NumPy, float32
     python -m minifrcnn bench --device cuda     # CuPy (synchronised timing)
@@ -180,7 +183,11 @@ def roi_cases(xp, dtype, rng):
                 out, cache = forward(feat, rois, (7, 7), 1 / 16)
                 return backward(out, cache)
 
-            yield f"{op} fwd+bwd 128 {name} RoIs (1,256,38,50)", run, None
+            def torch_run(op=op, rois=rois):
+                return _torchvision_roi(op, feat.shape, rois)
+
+            yield (f"{op} fwd+bwd 128 {name} RoIs (1,256,38,50)", run,
+                   torch_run if _torchvision() is not None else None)
 
 
 def rpn_like_boxes(rng, n, img_h=600, img_w=1000, stride=16):
@@ -199,7 +206,8 @@ def nms_cases(xp, dtype, rng):
     from .boxes import nms
     boxes = xp.asarray(rpn_like_boxes(rng, 6000), dtype=dtype)
     scores = xp.asarray(rng.random(6000), dtype=dtype)
-    yield "nms 6000 RPN-like boxes, IoU 0.7", (lambda: nms(boxes, scores, 0.7)), None
+    torch_run = (lambda: _torchvision_nms(boxes, scores, 0.7)) if _torchvision() else None
+    yield "nms 6000 RPN-like boxes, IoU 0.7", (lambda: nms(boxes, scores, 0.7)), torch_run
 
 
 def _bench_devices(xp):
@@ -301,6 +309,13 @@ CASES = {"conv": conv_cases, "pool": pool_cases, "linear": linear_cases, "roi": 
 
 # --- PyTorch side by side (only if torch is importable; never a dependency) ----------------
 _TORCH_CACHE = {}
+_TORCH_DEVICE = ["cpu"]        # where the torch twins run: "cuda" when the bench runs on CuPy
+
+
+def _torch_sync():
+    """Wait for torch's GPU work, so the timer measures it (no-op on the CPU)."""
+    if _TORCH_DEVICE[0] == "cuda":
+        _torch().cuda.synchronize()
 
 
 def _torch():
@@ -312,6 +327,7 @@ def _torch():
 
 
 def _torch_prepared(key, make):
+    key = (_TORCH_DEVICE[0],) + tuple(key)
     if key not in _TORCH_CACHE:
         _TORCH_CACHE[key] = make()
     return _TORCH_CACHE[key]
@@ -321,31 +337,76 @@ def _torch_conv(x_shape, f):
     torch = _torch()
 
     def make():
-        x = torch.randn(x_shape, requires_grad=True)
-        conv = torch.nn.Conv2d(x_shape[1], f, 3, padding=1)
+        x = torch.randn(x_shape, device=_TORCH_DEVICE[0], requires_grad=True)
+        conv = torch.nn.Conv2d(x_shape[1], f, 3, padding=1).to(_TORCH_DEVICE[0])
         return x, conv
 
     x, conv = _torch_prepared(("conv", x_shape, f), make)
     out = conv(x)
     out.backward(out.detach())
+    _torch_sync()
 
 
 def _torch_pool(shape):
     torch = _torch()
-    x = _torch_prepared(("pool", shape), lambda: torch.randn(shape, requires_grad=True))
+    x = _torch_prepared(("pool", shape), lambda: torch.randn(shape, device=_TORCH_DEVICE[0],
+                                                             requires_grad=True))
     out = torch.nn.functional.max_pool2d(x, 2, 2)
     out.backward(out.detach())
+    _torch_sync()
 
 
 def _torch_linear(n, d_in, d_out):
     torch = _torch()
 
     def make():
-        return torch.randn(n, d_in, requires_grad=True), torch.nn.Linear(d_in, d_out)
+        return (torch.randn(n, d_in, device=_TORCH_DEVICE[0], requires_grad=True),
+                torch.nn.Linear(d_in, d_out).to(_TORCH_DEVICE[0]))
 
     x, lin = _torch_prepared(("linear", n, d_in, d_out), make)
     out = lin(x)
     out.backward(out.detach())
+    _torch_sync()
+
+
+def _torchvision():
+    try:
+        import torchvision.ops
+    except Exception:                  # not installed, or a build that does not match torch
+        return None
+    return torchvision
+
+
+def _as_torch(a):
+    """Our array (NumPy or CuPy) as a torch tensor on the torch twins' device (a copy)."""
+    from .backend import to_numpy
+    return _torch().from_numpy(to_numpy(a).copy()).to(_TORCH_DEVICE[0])
+
+
+def _torchvision_roi(op, feat_shape, rois):
+    """torchvision.ops.roi_pool / roi_align fwd+bwd on the same RoIs (torchvision installed)."""
+    tv = _torchvision()
+    torch = _torch()
+    feat = _torch_prepared(("roi_feat", tuple(feat_shape)),
+                           lambda: torch.randn(tuple(feat_shape), device=_TORCH_DEVICE[0],
+                                               requires_grad=True))
+    boxes = _torch_prepared(("rois", id(rois)), lambda: _as_torch(rois))
+    if op == "roi_pool":
+        out = tv.ops.roi_pool(feat, boxes, (7, 7), 1 / 16)
+    else:
+        out = tv.ops.roi_align(feat, boxes, (7, 7), 1 / 16, sampling_ratio=2)
+    out.backward(out.detach())
+    _torch_sync()
+
+
+def _torchvision_nms(boxes, scores, threshold):
+    """torchvision.ops.nms on the same boxes (torchvision installed)."""
+    tv = _torchvision()
+    b = _torch_prepared(("nms_boxes", id(boxes)), lambda: _as_torch(boxes))
+    s = _torch_prepared(("nms_scores", id(scores)), lambda: _as_torch(scores))
+    keep = tv.ops.nms(b, s, threshold)
+    _torch_sync()
+    return keep
 
 
 def _lazy(make):
@@ -493,9 +554,12 @@ def run_bench(device=None, repeat=10, only=None, with_torch=True, out=print):
     device = resolve_device(device)
     xp = array_module_for(device)
     rng = np.random.default_rng(0)
-    torch = _torch() if (with_torch and device == "cpu") else None
+    torch = _torch() if with_torch else None
+    if torch is not None and device == "cuda" and not torch.cuda.is_available():
+        torch = None                               # a CPU-only torch cannot be the GPU twin
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
+        _TORCH_DEVICE[0] = "cuda" if device == "cuda" else "cpu"
     out(f"machine: {machine_description(xp)}; device {device}; numpy {np.__version__}"
         + (f"; torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
     header = "| op | ours (ms) |" + (" torch (ms) | ours / torch |" if torch else "")

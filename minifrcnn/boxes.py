@@ -32,8 +32,9 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module, is_cupy_array, to_numpy
 from .ops.checks import check_array, check_same_device
+from .ops.cuda_kernels import kernels_enabled, nms_sorted
 
 # decode() clamps tw and th at this value: a box never grows more than 1000/16 = 62.5 times.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
@@ -322,20 +323,27 @@ def nms(boxes, scores, iou_threshold, max_output=None, method="auto"):
         box in score order, so this equals nms(...)[:max_output], only faster.
     method: "loop" (suppressed-mask loop, fast on NumPy: ~50 ms for 6000 RPN boxes),
         "matrix" (the N x N "IoU > threshold" matrix is computed on the device and copied to
-        the host as bools, where a short loop does the greedy pass: the host-side step on CuPy),
-        or "auto": loop for NumPy arrays, matrix for CuPy arrays. Both give identical results.
+        the host as bools, where a short loop does the greedy pass),
+        "kernel" (CuPy only: two CUDA kernels, the overlap bit matrix and the greedy pass, both
+        on the GPU, so nothing but the count kept comes back to the host; ops/cuda_kernels.py),
+        or "auto": loop for NumPy arrays, kernel for CuPy arrays (matrix when
+        MINIFRCNN_CUDA_KERNELS=0), matrix for other devices. All give identical results.
     Returns (K,) int64 indices into boxes, in decreasing score order, on the boxes' device.
     """
     _check_nms_args(boxes, scores, iou_threshold)
-    if method not in ("auto", "loop", "matrix"):
-        raise ValueError(f"method: expected 'auto', 'loop' or 'matrix', got {method!r}")
+    if method not in ("auto", "loop", "matrix", "kernel"):
+        raise ValueError(f"method: expected 'auto', 'loop', 'matrix' or 'kernel', got {method!r}")
     xp = get_array_module(boxes, scores)
+    if method == "kernel" and not is_cupy_array(boxes):
+        raise ValueError("method='kernel': the CUDA kernel needs CuPy arrays (use 'loop' or 'matrix')")
     if method == "auto":
-        method = "loop" if xp is np else "matrix"
+        method = "loop" if xp is np else "kernel" if kernels_enabled(boxes) else "matrix"
     if max_output is not None and max_output <= 0:
         return xp.zeros(0, dtype=xp.int64)
     order = score_order(scores)                                       # (N,)
     sorted_boxes = boxes[order]                                       # (N, 4)
+    if method == "kernel":
+        return order[nms_sorted(sorted_boxes, iou_threshold, max_output)]   # (K,)
     if method == "loop":
         keep = _nms_loop(sorted_boxes, iou_threshold, max_output)
     else:

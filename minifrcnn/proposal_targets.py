@@ -32,7 +32,7 @@ Choices where py-faster-rcnn differs or is silent:
     t["rois"], t["labels"], t["bbox_targets"], t["bbox_weights"]
 """
 from .anchor_targets import random_subset
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module
 from .boxes import box_iou, encode
 from .ops.checks import check_array, check_same_device
 
@@ -67,11 +67,10 @@ def proposal_targets(proposals, gt_boxes, gt_labels, num_classes, rng, batch_siz
         raise ValueError(f"stds: expected 4 numbers, got {stds!r}")
     xp = get_array_module(proposals)
     G = gt_boxes.shape[0]
-    if G > 0:
-        labels_host = to_numpy(gt_labels)                  # one small copy to check the range
-        if labels_host.min() < 1 or labels_host.max() > num_classes:
-            raise ValueError(f"gt_labels: expected classes in 1..{num_classes} (0 is background), "
-                             f"got values from {labels_host.min()} to {labels_host.max()}")
+    if G > 0 and bool((gt_labels.min() < 1) | (gt_labels.max() > num_classes)):   # one scalar read
+        lo, hi = int(gt_labels.min()), int(gt_labels.max())
+        raise ValueError(f"gt_labels: expected classes in 1..{num_classes} (0 is background), "
+                         f"got values from {lo} to {hi}")
 
     # 1. the candidate RoIs: the proposals and the gt boxes
     rois_all = xp.concatenate([proposals, gt_boxes.astype(proposals.dtype)], axis=0)   # (R+G, 4)

@@ -46,7 +46,9 @@ differences, or whether CuPy implements every function (names resolve to NumPy's
 net for host/device mistakes, not a GPU simulator: run the tests on a real GPU too
 (MINIFRCNN_DEVICE=cuda python -m pytest).
 """
+import contextlib
 import operator
+import sys
 import warnings
 
 import numpy as np
@@ -62,6 +64,39 @@ STRICT_METHODS = (
     "tolist", "trace", "transpose", "var", "view")
 STRICT_ATTRIBUTES = ("shape", "dtype", "ndim", "size", "itemsize", "nbytes", "strides", "flags",
                      "T", "base", "real", "imag")
+
+
+_host_copies = None          # a list while record_host_copies() is active, else None
+
+
+@contextlib.contextmanager
+def record_host_copies():
+    """Record every device-to-host copy of more than one element (.get() or .tolist()).
+
+        with strict.record_host_copies() as copies:
+            train_step(model, ...)                  # the model on the strict device
+        # copies: a list of (where, size), where = "module.function" that asked for the copy
+
+    One-element reads (float(a), int(a), bool(a), .item()) are scalars and are not recorded.
+    Used by the test that a training step copies no arrays to the host.
+    """
+    global _host_copies
+    previous, _host_copies = _host_copies, []
+    try:
+        yield _host_copies
+    finally:
+        _host_copies = previous
+
+
+def _note_host_copy(size):
+    """Append (the caller outside backend.py and strict.py, size) to the active record."""
+    if _host_copies is None or size <= 1:
+        return
+    frame = sys._getframe(2)
+    while frame.f_globals.get("__name__") in ("minifrcnn.backend", __name__):
+        frame = frame.f_back
+    module = frame.f_globals.get("__name__", "?").rsplit(".", 1)[-1]
+    _host_copies.append((f"{module}.{frame.f_code.co_name}", int(size)))
 
 
 class NumpyCallWarning(UserWarning):
@@ -142,6 +177,7 @@ class StrictArray:
 
     def get(self):
         """A NumPy copy (device -> host), as cupy.ndarray.get()."""
+        _note_host_copy(self._array.size)
         return self._array.copy()
 
     def set(self, host):
@@ -219,6 +255,8 @@ class StrictArray:
 
 def _forward_method(name):
     def method(self, *args, **kwargs):
+        if name == "tolist":
+            _note_host_copy(self._array.size)        # a device -> host copy too
         if name in ("sort", "argsort"):
             kwargs["kind"] = "stable"                # rule 4: CuPy's sort is stable
         return _call(getattr(self._array, name), args, kwargs, f"ndarray.{name}")

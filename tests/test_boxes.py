@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from minifrcnn.backend import to_device
 from minifrcnn.boxes import (BBOX_XFORM_CLIP, batched_nms, batched_nms_reference, box_area, box_iou,
                              clip_boxes, decode, encode, nms, nms_reference, remove_small_boxes)
 
@@ -234,3 +235,12 @@ def test_batched_nms_keeps_identical_boxes_of_different_classes():
     boxes = np.array([[0, 0, 10, 10]] * 3, dtype=np.float32)
     scores = np.array([0.3, 0.9, 0.5], dtype=np.float32)
     np.testing.assert_array_equal(batched_nms(boxes, scores, np.array([1, 2, 1]), 0.5), [1, 2])
+
+
+def test_the_nms_cuda_kernel_is_for_cupy_arrays_only():
+    from minifrcnn.ops.cuda_kernels import kernels_enabled
+    boxes, scores = np.zeros((2, 4), np.float32), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="method='kernel'"):
+        nms(boxes, scores, 0.5, method="kernel")
+    assert not kernels_enabled(boxes)                                 # NumPy: the array versions
+    assert not kernels_enabled(to_device(boxes, "strict"))

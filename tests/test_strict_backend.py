@@ -273,13 +273,19 @@ def test_boxes_and_anchors_run_strict():
     assert_same(grid_anchors(S(base), 5, 6, 8), grid_anchors(base, 5, 6, 8))
 
 
-def test_anchor_targets_proposals_and_proposal_targets_run_strict():
+def sampling_case():
+    """Anchors (576, 4) of an 8x8 map, 2 gt boxes and labels, RPN scores and deltas: host arrays."""
     rng = np.random.default_rng(1)
     anchors = grid_anchors(generate_base_anchors(8, (0.5, 1, 2), (2, 4, 8)), 8, 8, 8)   # (576, 4)
     gt = np.array([[4.0, 6.0, 30.0, 40.0], [33.0, 20.0, 60.0, 58.0]], dtype=np.float32)
     gt_labels = np.array([2, 3])
     fg = rng.random(len(anchors)).astype(np.float32)
     deltas = rng.normal(0, 0.2, (len(anchors), 4)).astype(np.float32)
+    return anchors, gt, gt_labels, fg, deltas
+
+
+def test_anchor_targets_proposals_and_proposal_targets_run_strict():
+    anchors, gt, gt_labels, fg, deltas = sampling_case()
 
     want = anchor_targets(anchors, gt, (64, 64), np.random.default_rng(2), batch_size=64)
     got = anchor_targets(S(anchors), S(gt), (64, 64), np.random.default_rng(2), batch_size=64)
@@ -363,3 +369,20 @@ def test_training_step_on_the_env_device_equals_numpy(data):
     want = _train_and_detect(cfg, data, "cpu")
     got = _train_and_detect(cfg, data, device)
     _assert_same_run(got, want, rtol=1e-3 if device == "cuda" else 1e-6)
+
+
+def test_a_training_step_copies_no_array_to_the_host_except_where_cuda_kernels_take_over(data):
+    """Issue #7: no host-device copy inside a training iteration other than scalars. On the
+    strict device the ARRAY versions of RoI pooling (its bin shapes, read back with .tolist())
+    and of NMS (the overlap matrix, greedy pass on the host) run; on CuPy the CUDA kernels of
+    ops/cuda_kernels.py replace exactly those two (tests/test_gpu.py). Everything else in the
+    step (sampling included) must keep its arrays on the device."""
+    from minifrcnn.train import train_step
+    cfg = tiny_config()
+    model = FasterRCNN(cfg).to("strict")
+    opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    with strict.record_host_copies() as copies:
+        train_step(model, opt, data, cfg, 0)
+    sites = {where for where, _ in copies}
+    assert "roi_pool.roi_pool_forward" in sites, copies          # the recorder does see copies
+    assert sites <= {"roi_pool.roi_pool_forward", "boxes._nms_matrix"}, copies

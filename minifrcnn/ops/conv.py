@@ -36,6 +36,7 @@ That buys a backward pass without a second im2col; it is the price of speed.
 import numpy as np
 
 from ..backend import get_array_module
+from . import cuda_kernels
 from .checks import check_array, check_same_device, check_same_dtype
 
 
@@ -135,9 +136,13 @@ def im2col(x, kh, kw, stride=1, pad=0):
         cols[n, c, a, e, i, j] = xpad[n, c, i*stride + a, j*stride + e]
 
     x: (N, C, H, W) -> cols: (N, C*kh*kw, OH*OW), in x's dtype.
+    On a GPU (CuPy arrays) one CUDA kernel does the same copy, one thread per element of cols
+    (cuda_kernels.im2col); this array version is its reference.
     """
     check_array(x, "x", ndim=4)
     OH, OW = _check_window(x, kh, kw, stride, pad, who="kernel")
+    if cuda_kernels.kernels_enabled(x):
+        return cuda_kernels.im2col(x, kh, kw, stride, pad, OH, OW)     # (N, C*kh*kw, OH*OW)
     xp = get_array_module(x)
     N, C = x.shape[:2]
     xpad = _pad(x, pad)                                                 # (N, C, Hp, Wp)
@@ -156,6 +161,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     Where windows overlap (stride < kernel) a pixel collects one term per window that covers it.
     cols: (N, C*kh*kw, OH*OW), x_shape: (N, C, H, W) -> dx: (N, C, H, W) in cols' dtype
     (a view into the padded buffer when pad > 0; no extra copy).
+    On a GPU one CUDA kernel gathers each pixel's terms in the same order (cuda_kernels.col2im).
     """
     xp = get_array_module(cols)
     N, C, H, W = x_shape
@@ -163,6 +169,8 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     if tuple(cols.shape) != (N, C * kh * kw, OH * OW):
         raise ValueError(f"cols: expected shape {(N, C * kh * kw, OH * OW)} for x_shape {tuple(x_shape)}, "
                          f"got {tuple(cols.shape)}")
+    if cuda_kernels.kernels_enabled(cols):
+        return cuda_kernels.col2im(cols, x_shape, kh, kw, stride, pad, OH, OW)   # (N, C, H, W)
     cols = cols.reshape(N, C, kh, kw, OH, OW)                           # (N, C, kh, kw, OH, OW)
     dxpad = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)  # (N, C, Hp, Wp)
     for a in range(kh):

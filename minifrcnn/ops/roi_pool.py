@@ -43,6 +43,8 @@ over the offsets (dy, dx) inside the bin in scan order, keeping a running max wi
 (so the first maximum wins, as in torchvision). The feature map is transposed to channels-last
 so that reading one cell for all C channels copies one contiguous row.
 The reference (roi_pool_forward_reference) is the torchvision kernel as plain Python loops.
+On a GPU (CuPy arrays) forward and backward run as CUDA kernels instead (cuda_kernels.py:
+torchvision's kernel, one thread per output element), tested against the array version.
 
     from minifrcnn import ops
     out, cache = ops.roi_pool_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16)
@@ -54,6 +56,7 @@ import math
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
+from . import cuda_kernels
 from .checks import check_array, check_same_device
 
 # torchvision starts every running max at -FLT_MAX (the float32 limit, for every dtype). A value
@@ -184,6 +187,11 @@ def roi_pool_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16):
     xp = get_array_module(feat)
     N, C, H, W = feat.shape
     K = rois.shape[0]
+    if cuda_kernels.kernels_enabled(feat):
+        # on a GPU: one CUDA thread per output element, torchvision's kernel (cuda_kernels.py)
+        out, argmax = cuda_kernels.roi_pool_forward(feat, rois, PH, PW, spatial_scale)  # (K, C, PH, PW) x2
+        return out, {"argmax": argmax, "batch_index": batch, "feat_shape": tuple(feat.shape),
+                     "dtype": str(feat.dtype)}
     hstart, hend, wstart, wend = roi_pool_bin_edges(rois, spatial_scale, (PH, PW), (H, W), feat.dtype)
 
     # One row per bin (k, ph, pw), flattened to B = K * PH * PW rows.
@@ -249,6 +257,9 @@ def roi_pool_backward(dout, cache):
     xp = get_array_module(dout)
     N, C, H, W = cache["feat_shape"]
     batch = cache["batch_index"]                                        # (K,)
+    if cuda_kernels.kernels_enabled(dout):
+        # on a GPU: one CUDA thread per dout element, atomicAdd into its argmax cell
+        return cuda_kernels.roi_pool_backward(dout, cache["argmax"], batch, (N, C, H, W))
     # (K, PH, PW, C): for the fast forward's cache this transpose is contiguous (no copy).
     argmax = cache["argmax"].transpose(0, 2, 3, 1)                      # (K, PH, PW, C)
     grad = dout.transpose(0, 2, 3, 1)                                   # (K, PH, PW, C)

@@ -1,0 +1,43 @@
+#!/bin/bash
+# Issue #7's GPU checks in one run, for a machine with an NVIDIA GPU and CuPy:
+#   1. tests/test_gpu.py: the CUDA kernels against their array versions, every op on the GPU
+#      against NumPy, and training steps on the GPU against the CPU
+#   2. python -m minifrcnn bench --device cuda (with the kernels, then the array versions)
+#   3. the whole test suite with MINIFRCNN_DEVICE=cuda
+#   4. the README's default training on the GPU (what is left of the time budget)
+# Logs go to $OUT (default gpu-logs/). BUDGET: seconds for the whole script (default 540).
+#     bash scripts/gpu_checks.sh
+set -u
+OUT=${OUT:-gpu-logs}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+START=$(date +%s)
+BUDGET=${BUDGET:-540}
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+# optional wheels for packages the machine lacks (nbformat for tests/test_exercises.py)
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
+  nproc; } 2>&1 | tee "$OUT/machine.txt"
+PYTEST="python3 -m pytest -q -p no:cacheprovider -o addopts=-ra"   # no nbval here: tests/ only
+
+echo "== 1. tests/test_gpu.py"
+timeout 150 $PYTEST tests/test_gpu.py 2>&1 | tail -40 | tee "$OUT/test_gpu.log"
+echo "== 2. bench (left: $(left) s)"
+timeout 170 python3 -m minifrcnn bench --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
+MINIFRCNN_CUDA_KERNELS=0 timeout 60 python3 -m minifrcnn bench --device cuda --only conv roi nms \
+    2>&1 | tee "$OUT/bench_cuda_array_versions.log"
+echo "== 3. the whole suite on cuda (left: $(left) s)"
+MINIFRCNN_DEVICE=cuda timeout 180 $PYTEST tests 2>&1 | tail -40 | tee "$OUT/suite_cuda.log"
+T=$(( $(left) - 10 ))
+echo "== 4. default training on the GPU ($T s)"
+if [ "$T" -gt 60 ]; then
+    TIMECMD=""; [ -x /usr/bin/time ] && TIMECMD="/usr/bin/time -v"
+    $TIMECMD timeout "$T" python3 -m minifrcnn train --dataset shapes --out /tmp/gpu-run \
+        --device cuda > "$OUT/train_cuda.log" 2>&1
+    tail -45 "$OUT/train_cuda.log"
+fi
+echo "== done in $(( $(date +%s) - START )) s"

@@ -1,0 +1,34 @@
+"""Where does a training step spend its time? cProfile over N steps of the default detector.
+
+    python scripts/profile_train_step.py [--device cuda] [--steps 100] [--top 35]
+
+On CuPy, Python-level time lands where the host waits for the GPU (float(), int(), nonzero,
+.get()), so a function high in 'tottime' is either slow Python or a synchronisation point.
+"""
+import argparse
+import cProfile
+import pstats
+import time
+
+from minifrcnn.bench import default_step_setup
+from minifrcnn.train import train_step
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--device", default="cpu")
+parser.add_argument("--steps", type=int, default=100)
+parser.add_argument("--top", type=int, default=35)
+args = parser.parse_args()
+cfg, data, model, optimizer, _ = default_step_setup(args.device, num_images=64)
+for it in range(5):                                   # warm-up: kernel compilation, memory pool
+    train_step(model, optimizer, data, cfg, it)
+profiler = cProfile.Profile()
+t0 = time.perf_counter()
+profiler.enable()
+for it in range(5, 5 + args.steps):
+    train_step(model, optimizer, data, cfg, it)
+profiler.disable()
+print(f"{args.device}: {1e3 * (time.perf_counter() - t0) / args.steps:.2f} ms per train step "
+      f"(under cProfile) over {args.steps} steps")
+stats = pstats.Stats(profiler)
+stats.sort_stats("tottime").print_stats(args.top)
+stats.sort_stats("cumulative").print_stats(args.top)
