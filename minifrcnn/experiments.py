@@ -167,8 +167,8 @@ def plot_summary(name, summary, path):
            capsize=4, color="tab:blue", label="mAP@0.5 (mean over seeds)")
     ax.set_xticks(x, [s["variant"] for s in summary], rotation=15, ha="right")
     ax.set_ylabel("mAP@0.5 on shapes test")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.12)                                # room above the bars for the legend
     ax.set_title(f"experiment: {name}")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
