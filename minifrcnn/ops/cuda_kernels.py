@@ -36,15 +36,15 @@ import os
 
 import numpy as np
 
+from ..backend import is_cupy_array
+
 THREADS = 256                    # threads per block for the one-thread-per-element kernels
 NMS_BLOCK = 64                   # boxes per block in the NMS mask kernel: one bit each in a uint64
 
 
 def kernels_enabled(x):
     """True if x is a CuPy array and MINIFRCNN_CUDA_KERNELS is not "0": then the ops use this file."""
-    if type(x).__module__.split(".")[0] != "cupy":
-        return False
-    return os.environ.get("MINIFRCNN_CUDA_KERNELS", "1") != "0"
+    return is_cupy_array(x) and os.environ.get("MINIFRCNN_CUDA_KERNELS", "1") != "0"
 
 
 def _ctype(dtype):
@@ -64,8 +64,19 @@ def _kernel(source, name, ctype):
     return cupy.RawKernel(f"typedef {ctype} T;\n" + source, name, options=("--fmad=false",))
 
 
-def _blocks(total):
-    return ((int(total) + THREADS - 1) // THREADS,)
+def _launch(source, name, dtype, total, args):
+    """Run a one-thread-per-element kernel over `total` elements (nothing to do when 0).
+
+    args: the kernel's arguments in order; `total` goes in as the C `long long` after the arrays.
+    """
+    if total:
+        blocks = (int(total) + THREADS - 1) // THREADS
+        _kernel(source, name, _ctype(dtype))((blocks,), (THREADS,), args)
+
+
+def _ints(*values):
+    """Python ints as the C `int` (numpy.int32) arguments a kernel declares."""
+    return tuple(np.int32(v) for v in values)
 
 
 # --------------------------------------------------------------------------- im2col / col2im
@@ -128,12 +139,8 @@ def im2col(x, kh, kw, stride, pad, OH, OW):
     N, C, H, W = x.shape
     x = cupy.ascontiguousarray(x)
     cols = cupy.empty((N, C * kh * kw, OH * OW), dtype=x.dtype)        # (N, C*kh*kw, OH*OW)
-    total = cols.size
-    if total:
-        _kernel(IM2COL_SOURCE, "im2col_kernel", _ctype(x.dtype))(
-            _blocks(total), (THREADS,),
-            (x, cols, np.int64(total), np.int32(C), np.int32(H), np.int32(W), np.int32(kh),
-             np.int32(kw), np.int32(OH), np.int32(OW), np.int32(stride), np.int32(pad)))
+    _launch(IM2COL_SOURCE, "im2col_kernel", x.dtype, cols.size,
+            (x, cols, np.int64(cols.size)) + _ints(C, H, W, kh, kw, OH, OW, stride, pad))
     return cols
 
 
@@ -143,12 +150,8 @@ def col2im(cols, x_shape, kh, kw, stride, pad, OH, OW):
     N, C, H, W = x_shape
     cols = cupy.ascontiguousarray(cols)
     dx = cupy.empty((N, C, H, W), dtype=cols.dtype)                     # (N, C, H, W)
-    total = dx.size
-    if total:
-        _kernel(COL2IM_SOURCE, "col2im_kernel", _ctype(cols.dtype))(
-            _blocks(total), (THREADS,),
-            (cols, dx, np.int64(total), np.int32(C), np.int32(H), np.int32(W), np.int32(kh),
-             np.int32(kw), np.int32(OH), np.int32(OW), np.int32(stride), np.int32(pad)))
+    _launch(COL2IM_SOURCE, "col2im_kernel", cols.dtype, dx.size,
+            (cols, dx, np.int64(dx.size)) + _ints(C, H, W, kh, kw, OH, OW, stride, pad))
     return dx
 
 
@@ -227,12 +230,9 @@ def roi_pool_forward(feat, rois, PH, PW, spatial_scale):
     rois = cupy.ascontiguousarray(rois, dtype=feat.dtype)                # (K, 5) read in T
     out = cupy.empty((K, C, PH, PW), dtype=feat.dtype)                  # (K, C, PH, PW)
     argmax = cupy.empty((K, C, PH, PW), dtype=cupy.int64)               # (K, C, PH, PW)
-    total = out.size
-    if total:
-        _kernel(ROI_POOL_FORWARD_SOURCE, "roi_pool_forward_kernel", _ctype(feat.dtype))(
-            _blocks(total), (THREADS,),
-            (feat, rois, out, argmax, np.int64(total), np.int32(C), np.int32(H), np.int32(W),
-             np.int32(PH), np.int32(PW), feat.dtype.type(spatial_scale)))
+    _launch(ROI_POOL_FORWARD_SOURCE, "roi_pool_forward_kernel", feat.dtype, out.size,
+            (feat, rois, out, argmax, np.int64(out.size)) + _ints(C, H, W, PH, PW)
+            + (feat.dtype.type(spatial_scale),))
     return out, argmax
 
 
@@ -245,12 +245,8 @@ def roi_pool_backward(dout, argmax, batch, feat_shape):
     argmax = cupy.ascontiguousarray(argmax)
     batch = cupy.ascontiguousarray(batch, dtype=cupy.int64)
     dfeat = cupy.zeros((N, C, H, W), dtype=dout.dtype)                  # (N, C, H, W)
-    total = dout.size
-    if total:
-        _kernel(ROI_POOL_BACKWARD_SOURCE, "roi_pool_backward_kernel", _ctype(dout.dtype))(
-            _blocks(total), (THREADS,),
-            (dout, argmax, batch, dfeat, np.int64(total), np.int32(C), np.int32(H), np.int32(W),
-             np.int32(PH), np.int32(PW)))
+    _launch(ROI_POOL_BACKWARD_SOURCE, "roi_pool_backward_kernel", dout.dtype, dout.size,
+            (dout, argmax, batch, dfeat, np.int64(dout.size)) + _ints(C, H, W, PH, PW))
     return dfeat
 
 

@@ -138,6 +138,12 @@ def _check_dout(dout, cache):
         raise ValueError(f"dout: expected dtype {cache['dtype']} (the forward input's), got {dout.dtype}")
 
 
+def _make_cache(argmax, batch, feat):
+    """The cache every forward (array, CUDA kernel, reference) hands to the backward."""
+    return {"argmax": argmax, "batch_index": batch, "feat_shape": tuple(feat.shape),
+            "dtype": str(feat.dtype)}
+
+
 def roi_pool_bin_edges(rois, spatial_scale, output_size, feat_hw, dtype):
     """Every bin's rows [h_start, h_end) and columns [w_start, w_end), all RoIs at once.
 
@@ -190,8 +196,7 @@ def roi_pool_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16):
     if cuda_kernels.kernels_enabled(feat):
         # on a GPU: one CUDA thread per output element, torchvision's kernel (cuda_kernels.py)
         out, argmax = cuda_kernels.roi_pool_forward(feat, rois, PH, PW, spatial_scale)  # (K, C, PH, PW) x2
-        return out, {"argmax": argmax, "batch_index": batch, "feat_shape": tuple(feat.shape),
-                     "dtype": str(feat.dtype)}
+        return out, _make_cache(argmax, batch, feat)
     hstart, hend, wstart, wend = roi_pool_bin_edges(rois, spatial_scale, (PH, PW), (H, W), feat.dtype)
 
     # One row per bin (k, ph, pw), flattened to B = K * PH * PW rows.
@@ -234,9 +239,7 @@ def roi_pool_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16):
 
     out = xp.ascontiguousarray(out.reshape(K, PH, PW, C).transpose(0, 3, 1, 2))   # (K, C, PH, PW)
     argmax = argmax.reshape(K, PH, PW, C).transpose(0, 3, 1, 2)  # (K, C, PH, PW), a channels-last view
-    cache = {"argmax": argmax, "batch_index": batch, "feat_shape": tuple(feat.shape),
-             "dtype": str(feat.dtype)}
-    return out, cache
+    return out, _make_cache(argmax, batch, feat)
 
 
 def roi_pool_backward(dout, cache):
@@ -320,9 +323,7 @@ def roi_pool_forward_reference(feat, rois, output_size=(7, 7), spatial_scale=1 /
                         best_at = xp.where(better, h * W + w, best_at)
                 out[k, :, ph, pw] = best
                 argmax[k, :, ph, pw] = best_at
-    cache = {"argmax": argmax, "batch_index": batch, "feat_shape": tuple(feat.shape),
-             "dtype": str(feat.dtype)}
-    return out, cache
+    return out, _make_cache(argmax, batch, feat)
 
 
 def roi_pool_backward_reference(dout, cache):
