@@ -83,9 +83,11 @@ def _label_inside_anchors(iou, positive_iou, negative_iou):
     gt_max = iou.max(axis=0)                                            # (G,) best anchor IoU per gt
     # rule 2: every anchor reaching its gt's maximum (ties included), for gts that touch something
     is_best = (iou == gt_max[None, :]) & (gt_max[None, :] > 0)         # (A_in, G)
-    labels[max_iou < negative_iou] = 0                                  # rule 1
-    labels[is_best.any(axis=1)] = 1                                     # rule 2
-    labels[max_iou >= positive_iou] = 1                                 # rule 3
+    # xp.where rather than labels[mask] = value: the same labels, but on a GPU a boolean-mask
+    # assignment first counts the mask's True entries, which makes the host wait for the device
+    labels = xp.where(max_iou < negative_iou, 0, labels)                # rule 1
+    labels = xp.where(is_best.any(axis=1), 1, labels)                   # rule 2
+    labels = xp.where(max_iou >= positive_iou, 1, labels)               # rule 3
     return labels, argmax_gt
 
 

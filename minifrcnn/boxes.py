@@ -65,9 +65,8 @@ def box_area(boxes):
     """
     _check_boxes(boxes, "boxes")
     xp = get_array_module(boxes)
-    widths = xp.maximum(boxes[:, 2] - boxes[:, 0], 0)    # (N,)
-    heights = xp.maximum(boxes[:, 3] - boxes[:, 1], 0)   # (N,)
-    return widths * heights                               # (N,)
+    wh = xp.maximum(boxes[:, 2:4] - boxes[:, 0:2], 0)    # (N, 2) width, height
+    return wh[:, 0] * wh[:, 1]                            # (N,)
 
 
 def box_iou(a, b):
@@ -84,9 +83,11 @@ def box_iou(a, b):
     xp = get_array_module(a, b)
     area_a = box_area(a)                                              # (N,)
     area_b = box_area(b)                                              # (M,)
-    inter_w = xp.minimum(a[:, None, 2], b[None, :, 2]) - xp.maximum(a[:, None, 0], b[None, :, 0])  # (N, M)
-    inter_h = xp.minimum(a[:, None, 3], b[None, :, 3]) - xp.maximum(a[:, None, 1], b[None, :, 1])  # (N, M)
-    inter = xp.maximum(inter_w, 0) * xp.maximum(inter_h, 0)          # (N, M)
+    # the intersection of a_i and b_j: from the larger top-left corner to the smaller bottom-right
+    top_left = xp.maximum(a[:, None, 0:2], b[None, :, 0:2])           # (N, M, 2) x1, y1
+    bottom_right = xp.minimum(a[:, None, 2:4], b[None, :, 2:4])       # (N, M, 2) x2, y2
+    inter_wh = xp.maximum(bottom_right - top_left, 0)                 # (N, M, 2) width, height
+    inter = inter_wh[:, :, 0] * inter_wh[:, :, 1]                     # (N, M)
     union = area_a[:, None] + area_b[None, :] - inter                 # (N, M)
     # union == 0 only when both boxes have zero area, and then inter == 0 too: 0 / 1 = 0.
     return inter / xp.where(union > 0, union, 1)                      # (N, M)
@@ -127,12 +128,14 @@ def encode(ref, target, weights=(1.0, 1.0, 1.0, 1.0)):
     xp = get_array_module(ref, target)
     xa, ya, wa, ha = _centre_size(ref)         # each (N,)
     x, y, w, h = _centre_size(target)          # each (N,)
-    for name, width, height in (("ref", wa, ha), ("target", w, h)):
-        bad = xp.logical_not((width > 0) & (height > 0))       # (N,) also catches NaN sizes
-        if bool(xp.any(bad)):
-            raise ValueError(
-                f"{name}: every box needs x2 > x1 and y2 > y1 to be encoded "
-                f"(log(w / wa) is undefined for a zero-size box); got {int(xp.sum(bad))} such box(es)")
+    ok = (wa > 0) & (ha > 0) & (w > 0) & (h > 0)           # (N,) False also for NaN sizes
+    if not bool(ok.all()):                                  # one read back for both arguments
+        for name, width, height in (("ref", wa, ha), ("target", w, h)):
+            bad = xp.logical_not((width > 0) & (height > 0))   # (N,)
+            if bool(xp.any(bad)):
+                raise ValueError(
+                    f"{name}: every box needs x2 > x1 and y2 > y1 to be encoded "
+                    f"(log(w / wa) is undefined for a zero-size box); got {int(xp.sum(bad))} such box(es)")
     tx = wx * (x - xa) / wa                    # (N,)
     ty = wy * (y - ya) / ha                    # (N,)
     tw = ww * xp.log(w / wa)                   # (N,)

@@ -67,6 +67,12 @@ STRICT_ATTRIBUTES = ("shape", "dtype", "ndim", "size", "itemsize", "nbytes", "st
 
 
 _host_copies = None          # a list while record_host_copies() is active, else None
+_device_counts = None        # a DeviceCounts while count_device_ops() is active, else None
+
+# Methods that only re-describe the same memory (a view), which CuPy does without a kernel.
+VIEW_METHODS = frozenset(("reshape", "transpose", "swapaxes", "squeeze", "view"))
+# Functions whose result size depends on the data, or that read back: the host must wait.
+SYNC_FUNCTIONS = frozenset(("nonzero", "flatnonzero", "argwhere", "unique", "item", "tolist"))
 
 
 @contextlib.contextmanager
@@ -88,15 +94,87 @@ def record_host_copies():
         _host_copies = previous
 
 
-def _note_host_copy(size):
-    """Append (the caller outside backend.py and strict.py, size) to the active record."""
-    if _host_copies is None or size <= 1:
-        return
+class DeviceCounts:
+    """What count_device_ops() counted: two Counters keyed by 'module.function'.
+
+    ops:   every device operation (one count per call that makes or writes a device array);
+    syncs: the operations among them that make the host wait for the device (a subset).
+    """
+
+    def __init__(self):
+        from collections import Counter
+        self.ops = Counter()
+        self.syncs = Counter()
+
+
+@contextlib.contextmanager
+def count_device_ops():
+    """Count the device operations that run, and the waits, by the function that asked.
+
+        with strict.count_device_ops() as counts:
+            train_step(model, ...)                  # the model on the strict device
+        sum(counts.ops.values())                    # how many operations one step is
+        counts.syncs.most_common(5)                 # where the host waits for the device
+
+    ops: one count per call that makes or writes a device array: every xp function and ufunc,
+    operator (a + b, a *= 2), array method (a.sum(), a.astype(...)), advanced index
+    (a[mask], a[idx]) and a[...] = value; xp.asarray of host data (a host-to-device copy);
+    every read back (float(a), int(a), bool(a), .item(), .get(), .tolist()). Views (basic
+    slicing, reshape, transpose, .T) are free in CuPy too and are not counted.
+
+    syncs: the ops after which CuPy's host code cannot go on before the device has finished
+    everything queued so far: the reads back, and the ops whose output size depends on the
+    data (nonzero, flatnonzero, argwhere, unique, indexing or assigning with a boolean mask).
+
+    Why count: on a GPU each op is (at least) one kernel launch, which costs the host some
+    microseconds whatever the array size, and each sync stops the host from queueing work
+    ahead of the GPU. For the small default detector those costs, not arithmetic, set the
+    speed. This is a proxy, not a GPU timing: one xp call may be several CuPy kernels, and on
+    the strict device RoI pooling and NMS run their array versions (on CuPy the CUDA kernels
+    replace those with a few launches).
+    """
+    global _device_counts
+    previous, _device_counts = _device_counts, DeviceCounts()
+    try:
+        yield _device_counts
+    finally:
+        _device_counts = previous
+
+
+def _caller():
+    """'module.function' of the first frame outside backend.py and strict.py."""
     frame = sys._getframe(2)
     while frame.f_globals.get("__name__") in ("minifrcnn.backend", __name__):
         frame = frame.f_back
     module = frame.f_globals.get("__name__", "?").rsplit(".", 1)[-1]
-    _host_copies.append((f"{module}.{frame.f_code.co_name}", int(size)))
+    return f"{module}.{frame.f_code.co_name}"
+
+
+def _note_device_op(sync=False):
+    if _device_counts is not None:
+        where = _caller()
+        _device_counts.ops[where] += 1
+        if sync:
+            _device_counts.syncs[where] += 1
+
+
+def _is_advanced_index(key):
+    """An index that needs a gather/scatter kernel (an array or a list in it), not a view."""
+    items = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (StrictArray, np.ndarray, list)) for k in items)
+
+
+def _is_mask_index(key):
+    """An index with a boolean array in it: CuPy counts its True entries first (a sync)."""
+    items = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (StrictArray, np.ndarray)) and k.dtype == bool for k in items)
+
+
+def _note_host_copy(size):
+    """Append (the caller outside backend.py and strict.py, size) to the active record."""
+    if _host_copies is None or size <= 1:
+        return
+    _host_copies.append((_caller(), int(size)))
 
 
 class NumpyCallWarning(UserWarning):
@@ -148,6 +226,9 @@ def wrap(obj):
 
 def _call(fn, args, kwargs, who):
     """fn(*args, **kwargs) on unwrapped arguments; results wrapped; `out=` returned as given."""
+    name = who.rsplit(".", 1)[-1]
+    if name not in VIEW_METHODS:
+        _note_device_op(sync=name in SYNC_FUNCTIONS)
     out = kwargs.get("out")
     result = fn(*unwrap(args, who), **unwrap(kwargs, who))
     if isinstance(out, StrictArray) and result is out._array:
@@ -178,6 +259,7 @@ class StrictArray:
     def get(self):
         """A NumPy copy (device -> host), as cupy.ndarray.get()."""
         _note_host_copy(self._array.size)
+        _note_device_op(sync=True)
         return self._array.copy()
 
     def set(self, host):
@@ -204,9 +286,12 @@ class StrictArray:
 
     # -- indexing --------------------------------------------------------------------------
     def __getitem__(self, key):
+        if _is_advanced_index(key):
+            _note_device_op(sync=_is_mask_index(key))
         return wrap(self._array[unwrap(key, "an index", allow_host=True)])
 
     def __setitem__(self, key, value):
+        _note_device_op(sync=_is_mask_index(key))
         self._array[unwrap(key, "an index", allow_host=True)] = unwrap(value, "setitem",
                                                                        allow_host=True)
 
@@ -222,12 +307,15 @@ class StrictArray:
 
     # -- one-element arrays to Python values (a device-to-host sync in CuPy) ----------------
     def __bool__(self):
+        _note_device_op(sync=True)
         return bool(self._array)
 
     def __float__(self):
+        _note_device_op(sync=True)
         return float(self._array)
 
     def __int__(self):
+        _note_device_op(sync=True)
         return int(self._array)
 
     def __complex__(self):
@@ -281,6 +369,7 @@ def _operand(other, op):
 def _binary_operator(op, reflected=False):
     def method(self, other):
         other = _operand(other, op)
+        _note_device_op()
         return wrap(op(other, self._array) if reflected else op(self._array, other))
     return method
 
@@ -288,12 +377,16 @@ def _binary_operator(op, reflected=False):
 def _inplace_operator(op):
     def method(self, other):
         op(self._array, _operand(other, op))         # numpy updates self._array in place
+        _note_device_op()
         return self
     return method
 
 
 def _unary_operator(op):
-    return lambda self: wrap(op(self._array))
+    def method(self):
+        _note_device_op()
+        return wrap(op(self._array))
+    return method
 
 
 for _name in STRICT_METHODS:
@@ -399,7 +492,9 @@ class StrictNamespace:
         if isinstance(a, StrictArray):
             if dtype is None or np.dtype(dtype) == a.dtype:
                 return a
+            _note_device_op()
             return StrictArray(a._array.astype(dtype))
+        _note_device_op()
         host = np.array(unwrap(a, "xp.asarray", allow_host=True), dtype=dtype, order=order or "K")
         return StrictArray(host)
 
@@ -407,6 +502,7 @@ class StrictNamespace:
         """Like cupy.array: a new strict array (a copy unless copy=False and nothing changes)."""
         if isinstance(a, StrictArray) and not copy:
             return self.asarray(a, dtype)
+        _note_device_op()
         host = np.array(unwrap(a, "xp.array", allow_host=True), dtype=dtype, order=order)
         return StrictArray(host)
 

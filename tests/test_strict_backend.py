@@ -386,3 +386,55 @@ def test_a_training_step_copies_no_array_to_the_host_except_where_cuda_kernels_t
     sites = {where for where, _ in copies}
     assert "roi_pool.roi_pool_forward" in sites, copies          # the recorder does see copies
     assert sites <= {"roi_pool.roi_pool_forward", "boxes._nms_matrix"}, copies
+
+
+# --------------------------------------------------------------------------- counting device work
+
+def test_count_device_ops_counts_each_operation_and_each_wait_once():
+    where = "test_strict_backend.test_count_device_ops_counts_each_operation_and_each_wait_once"
+    a = S(np.arange(6.0).reshape(2, 3))
+    with strict.count_device_ops() as counts:
+        b = a + 1                                   # op
+        c = xp.exp(b)                               # op
+        c.reshape(3, 2).T[1:]                       # views: free
+        c[:, 0]                                     # basic index: a view, free
+        c[xp.asarray(np.array([1, 0]))]             # asarray (host to device): op; index: op
+        xp.nonzero(c.ravel() > 2)                   # ravel, >, nonzero: ops; nonzero waits
+        float(c.sum())                              # sum: op; float: op that waits
+        c[c > 5] = 0                                # >: op; mask assignment: op that waits
+        c *= 2                                      # op
+        c.get()                                     # op that waits
+    assert counts.ops == {where: 13}, counts.ops
+    assert counts.syncs == {where: 4}, counts.syncs
+    with strict.count_device_ops() as outside:
+        pass
+    a + 1                                           # nothing is counted outside the block
+    assert not outside.ops and not outside.syncs
+
+
+def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(data):
+    """Issue #7, GPU speed: each wait (sync) stops the host from queueing kernels ahead of the
+    GPU. Outside the array versions that CUDA kernels replace, a training step may wait only
+    where a size depends on the data (which anchors lie inside the image, how many positives,
+    negatives, fg and bg RoIs, which proposals are big enough), in the argument checks that
+    read one flag back, and for the 5 logged loss values. A new sync elsewhere fails here,
+    named; see scripts/count_device_ops.py for the counts of the default detector."""
+    from minifrcnn.ops.cuda_kernels import REPLACED_ARRAY_VERSIONS
+    from minifrcnn.train import train_step
+    cfg = tiny_config()
+    model = FasterRCNN(cfg).to("strict")
+    opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    allowed = {"anchor_targets.anchor_targets": 6,       # 3 nonzero per image, 2 images
+               "proposal_targets.proposal_targets": 6,   # label check + 2 nonzero per image
+               "boxes.remove_small_boxes": 2,            # 1 nonzero per image
+               "boxes.encode": 4,                        # 1 size check per call, 2 per image
+               "losses._check_logits_labels": 2,         # label range, RPN and head
+               "roi_pool.check_feat_rois": 1,            # RoI coordinates finite and in range
+               "train.<dictcomp>": 5}                    # float(loss) for the log
+    for it in range(3):
+        with strict.count_device_ops() as counts:
+            train_step(model, opt, data, cfg, it)
+        syncs = {k: v for k, v in counts.syncs.items() if k not in REPLACED_ARRAY_VERSIONS}
+        over = {k: v for k, v in syncs.items() if v > allowed.get(k, 0)}
+        assert not over, f"iteration {it}: more waits than expected at {over} (all: {syncs})"
+        assert sum(counts.ops.values()) > 500            # the counter does see the step

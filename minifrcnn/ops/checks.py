@@ -4,9 +4,11 @@ that says which argument, what was expected and what was given.
     >>> check_array(x, "x", ndim=4)                  # x must be a 4-D float array
     >>> check_same_dtype(("x", x), ("w", w))         # all float32 or all float64
 """
+import numpy as np
+
 from ..backend import get_array_module
 
-FLOAT_DTYPES = ("float32", "float64")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_array(a, name, ndim=None, float_only=True, shape=None):
@@ -15,7 +17,8 @@ def check_array(a, name, ndim=None, float_only=True, shape=None):
         raise ValueError(f"{name}: expected a numpy or cupy array, got {type(a).__name__}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {tuple(a.shape)}")
-    if float_only and str(a.dtype) not in FLOAT_DTYPES:
+    # dtype objects compare directly; str(a.dtype) would cost ~5 us, and every op calls this
+    if float_only and a.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
     if shape is not None:
         for i, (want, got) in enumerate(zip(shape, a.shape)):
@@ -28,7 +31,7 @@ def check_array(a, name, ndim=None, float_only=True, shape=None):
 
 def check_same_dtype(*named):
     """Raise ValueError unless every (name, array) pair has the same dtype."""
-    dtypes = {str(a.dtype) for _, a in named}
+    dtypes = {a.dtype for _, a in named}
     if len(dtypes) > 1:
         desc = ", ".join(f"{n}: {a.dtype}" for n, a in named)
         raise ValueError(f"expected one dtype for all of them, got {desc}")

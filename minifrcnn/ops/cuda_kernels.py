@@ -38,6 +38,12 @@ import numpy as np
 
 from ..backend import is_cupy_array
 
+# The array versions ("module.function") that these kernels stand in for on CuPy; on the strict
+# device and on NumPy they run themselves (scripts/count_device_ops.py reports them apart).
+REPLACED_ARRAY_VERSIONS = ("conv.im2col", "conv._pad", "conv.col2im",
+                           "roi_pool.roi_pool_forward", "roi_pool.roi_pool_bin_edges",
+                           "roi_pool.roi_pool_backward", "boxes._nms_matrix")
+
 THREADS = 256                    # threads per block for the one-thread-per-element kernels
 NMS_BLOCK = 64                   # boxes per block in the NMS mask kernel: one bit each in a uint64
 
