@@ -20,6 +20,7 @@ except Exception:                         # a broken CUDA install
 if not _available:
     pytest.skip("no usable GPU (cupy.is_available() is False)", allow_module_level=True)
 
+from test_cuda_emulated import CONV_SHAPES, _roi_case  # noqa: E402
 from test_strict_backend import (  # noqa: E402
     _assert_same_run, _boxes, _op_cases, _train_and_detect, sampling_case, tiny_config)
 
@@ -39,11 +40,6 @@ def _both(fn, monkeypatch):
 
 
 # --------------------------------------------------------------------------- im2col / col2im
-
-CONV_SHAPES = [  # (N, C, H, W, kh, kw, stride, pad)
-    (2, 3, 9, 11, 3, 3, 1, 1), (1, 4, 10, 7, 3, 3, 2, 1), (2, 2, 8, 8, 2, 2, 2, 0),
-    (1, 3, 13, 12, 7, 7, 2, 3), (3, 5, 6, 6, 1, 1, 1, 0), (1, 2, 9, 10, 3, 5, 3, 2)]
-
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", CONV_SHAPES)
@@ -81,19 +77,6 @@ def test_conv_on_the_gpu_equals_the_cpu_reference():
 
 
 # --------------------------------------------------------------------------- RoI pooling
-
-def _roi_case(rng, dtype, K=60, N=2, C=6, H=19, W=23, scale=1 / 8):
-    feat = rng.standard_normal((N, C, H, W)).astype(dtype)
-    xy = rng.uniform(-30, W / scale, (K, 2))
-    wh = rng.uniform(-10, 0.8 * W / scale, (K, 2))                     # some RoIs malformed (x2 < x1)
-    rois = np.concatenate([rng.integers(0, N, (K, 1)), xy, xy + wh], axis=1)
-    rois[:4, 1:] = [[4.0, 4.0, 12.0, 12.0],                             # halves: round away from 0
-                    [-60, -60, -20, -20],                               # wholly outside: empty bins
-                    [500, 500, 900, 900],
-                    [0, 0, W / scale - 1, H / scale - 1]]               # the whole map
-    feat[-1, :, 5:9, 5:9] = feat[-1, :, 5, 5][:, None, None]            # ties: first max wins
-    return feat, rois.astype(dtype)
-
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_roi_pool_kernels_equal_the_array_version_and_the_reference(dtype, monkeypatch):
