@@ -19,6 +19,8 @@ Choices, stated:
 - A frozen parameter (requires_grad False) is skipped entirely: its data and its momentum buffer
   do not change by a single bit.
 - Momentum buffers are created at a parameter's first step, as zeros on its device and dtype.
+- On a GPU each parameter's update is one CUDA kernel (cuda_kernels.sgd_update) doing the same
+  float operations in the same order as the array lines in step(), which stay its reference.
 
     opt = SGD(model.parameters(), lr=1e-3)          # momentum 0.9, weight decay 5e-4
     for it in range(iters):
@@ -27,6 +29,12 @@ Choices, stated:
 """
 from .backend import device_of, get_array_module, to_device, to_numpy
 from .layers import Parameter
+from .ops import cuda_kernels
+
+
+def _kernel_ready(w, v, g):
+    """True if w, v, g share one dtype and are C-contiguous: the SGD kernel's flat, in-place view."""
+    return w.dtype == v.dtype == g.dtype and all(a.flags.c_contiguous for a in (w, v, g))
 
 
 class SGD:
@@ -72,8 +80,12 @@ class SGD:
                 v = to_device(v, device_of(p.data))
             self.velocity[i] = v
 
-            g = p.grad                                          # same shape as p.data
             decay = self.weight_decay * p.decay_mult
+            if cuda_kernels.kernels_enabled(p.data) and _kernel_ready(p.data, v, p.grad):
+                # on a GPU: the lines below as one kernel, the same arithmetic (cuda_kernels.py)
+                cuda_kernels.sgd_update(p.data, v, p.grad, self.lr * p.lr_mult, self.momentum, decay)
+                continue
+            g = p.grad                                          # same shape as p.data
             if decay != 0.0:
                 g = g + decay * p.data
             v *= self.momentum                                  # in place: v stays the stored buffer

@@ -152,7 +152,13 @@ def _caller():
 
 def _note_device_op(sync=False):
     if _device_counts is not None:
-        where = _caller()
+        note_device_op(_caller(), sync)
+
+
+def note_device_op(where, sync=False):
+    """Count one device operation made outside the strict namespace (e.g. an emulated CUDA
+    kernel launch, scripts/count_device_ops.py) under `where`, when counting is on."""
+    if _device_counts is not None:
         _device_counts.ops[where] += 1
         if sync:
             _device_counts.syncs[where] += 1

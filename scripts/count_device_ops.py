@@ -1,26 +1,65 @@
 """How many device operations (a proxy for GPU kernel launches) does one training step make?
 
-    python scripts/count_device_ops.py [--steps 5] [--top 30]
+    python scripts/count_device_ops.py [--steps 5] [--top 30] [--array-versions]
 
 Runs the default detector's train step on the strict device (NumPy underneath, CuPy's rules on
-top; see minifrcnn/strict.py) under strict.count_device_ops() and prints the average count per
-step, by module and by function. On a GPU each operation is at least one kernel launch costing
-the host some microseconds, which for the small default detector is what sets the step time.
-On the strict device im2col/col2im, RoI pooling and NMS run their array versions; on CuPy the
-CUDA kernels replace those (cuda_kernels.REPLACED_ARRAY_VERSIONS), so their share is given apart.
+top; see minifrcnn/strict.py) under strict.count_device_ops() and prints the mean count per
+step, by module and by function, of device operations and of syncs (where the host waits for
+the device). On a GPU each operation is at least one kernel launch costing the host some
+microseconds, which for the small default detector is what sets the step time.
+
+By default the CUDA kernels of ops/cuda_kernels.py take part as they do on CuPy: their
+sources run on the CPU through tests/cuda_emulator.py (needs g++), each launch counted as one
+operation ("cuda_kernels.<kernel>"), and what they allocate counted too. So the counts are
+the operations the step issues on a GPU. --array-versions counts the step with the kernels
+off (MINIFRCNN_CUDA_KERNELS=0 on CuPy).
 """
 import argparse
-from collections import Counter
+import os
+import sys
+import types
 
-from minifrcnn import strict
+import numpy as np
+
+from minifrcnn import boxes, strict
 from minifrcnn.bench import default_step_setup
-from minifrcnn.ops.cuda_kernels import REPLACED_ARRAY_VERSIONS
+from minifrcnn.ops import cuda_kernels
 from minifrcnn.train import train_step
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=5)
 parser.add_argument("--top", type=int, default=30)
+parser.add_argument("--array-versions", action="store_true",
+                    help="the kernels off: the array versions run instead")
 args = parser.parse_args()
+
+
+def emulated_kernels_on_the_strict_device():
+    """cuda_kernels.py as on CuPy, with strict arrays and the CPU emulator of RawKernel."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    import cuda_emulator
+
+    class CountedKernel(cuda_emulator.EmulatedRawKernel):
+        def __call__(self, grid, block, kernel_args, shared_mem=0):
+            strict.note_device_op(f"cuda_kernels.{self.name}")          # one launch
+            host = tuple(strict.unwrap(a, allow_host=True) for a in kernel_args)
+            return super().__call__(grid, block, host, shared_mem)
+
+    def ascontiguousarray(a, dtype=None):                               # a no-op when it is already
+        if a.flags.c_contiguous and (dtype is None or a.dtype == np.dtype(dtype)):
+            return a
+        return strict.xp.ascontiguousarray(a, dtype=dtype)
+
+    sys.modules["cupy"] = types.SimpleNamespace(
+        RawKernel=CountedKernel, empty=strict.xp.empty, zeros=strict.xp.zeros,
+        ascontiguousarray=ascontiguousarray, int32=np.int32, int64=np.int64, uint64=np.uint64)
+    enabled = lambda x: isinstance(x, strict.StrictArray)                # noqa: E731
+    cuda_kernels.kernels_enabled = enabled
+    boxes.kernels_enabled = enabled
+
+
+if not args.array_versions:
+    emulated_kernels_on_the_strict_device()
 cfg, data, model, optimizer, _ = default_step_setup("strict", num_images=64)
 train_step(model, optimizer, data, cfg, 0)            # first step: momentum buffers are made
 with strict.count_device_ops() as counts:
@@ -28,20 +67,17 @@ with strict.count_device_ops() as counts:
         train_step(model, optimizer, data, cfg, it)
 
 
-def per_step(counter):
-    return {k: v / args.steps for k, v in counter.items()}
-
-
 def report(title, counter):
-    rows = per_step(counter)
-    replaced = sum(v for k, v in rows.items() if k in REPLACED_ARRAY_VERSIONS)
-    print(f"{title} per default train step (mean of {args.steps} steps): "
-          f"{sum(rows.values()):.0f}, of which {replaced:.0f} in array versions that CUDA "
-          f"kernels replace on CuPy ({', '.join(sorted(REPLACED_ARRAY_VERSIONS))})")
-    by_module = Counter()
+    rows = {k: v / args.steps for k, v in counter.items()}
+    kernels = sum(v for k, v in rows.items() if k.startswith("cuda_kernels.") and k.endswith("_kernel"))
+    print(f"{title} per default train step (mean of iterations 1-{args.steps}, "
+          f"{'array versions' if args.array_versions else 'CUDA kernels emulated'}): "
+          f"{sum(rows.values()):.0f}" + (f" ({kernels:.0f} of them CUDA kernel launches)" if kernels else ""))
+    by_module = {}
     for k, v in rows.items():
-        by_module[k.split(".")[0]] += v
-    print("  by module: " + ", ".join(f"{k} {v:.0f}" for k, v in by_module.most_common()))
+        by_module[k.split(".")[0]] = by_module.get(k.split(".")[0], 0) + v
+    print("  by module: " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                      sorted(by_module.items(), key=lambda kv: -kv[1])))
     print(f"  by function (top {args.top}):")
     for k, v in sorted(rows.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"    {v:8.1f}  {k}")

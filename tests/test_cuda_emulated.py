@@ -105,12 +105,64 @@ def test_nms_kernels_equal_the_reference(n, threshold, max_output, dtype, emulat
     np.testing.assert_array_equal(order[kept], want[:max_output])
 
 
+POOL_CASES = [  # (N, C, H, W, kernel, stride)
+    (2, 3, 8, 8, 2, 2), (1, 2, 7, 9, 2, 2), (2, 2, 9, 9, 3, 2), (1, 3, 10, 7, 3, 1),
+    (1, 1, 6, 6, 1, 1), (2, 4, 11, 13, 2, 3)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_backward_kernel_equals_the_array_version_bit_for_bit(case, dtype, emulated):
+    """Windows that overlap (stride < kernel) and ones that skip pixels (stride > kernel),
+    odd sizes, and ties (the first maximum in row-major order takes the gradient)."""
+    N, C, H, W, k, s = case
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.integers(-3, 4, (N, C, H, W)).astype(dtype)                # few values: many ties
+    x[0, 0] = rng.standard_normal((H, W))
+    out, cache = ops.max_pool2d_forward(x, k, s)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    want = ops.max_pool2d_backward(dout, cache)                         # the array version
+    got = cuda_kernels.max_pool2d_backward(x, out, dout, k, s)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    # the loop reference adds overlapping windows' terms in another order: equal to rounding
+    np.testing.assert_allclose(got, ops.max_pool2d_backward_reference(dout, cache), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_kernel_equals_the_array_version_bit_for_bit(dtype, emulated, monkeypatch):
+    """Three steps of optim.SGD with the kernel and with the array lines: weights with and
+    without decay, an lr_mult of 2, a momentum buffer carried between steps."""
+    from minifrcnn.layers import Parameter
+    from minifrcnn.optim import SGD
+    shapes = [(4, 3, 3, 3), (4,), (7, 5)]
+
+    def run(kernels):
+        monkeypatch.setattr(cuda_kernels, "kernels_enabled", lambda x: kernels)
+        rng = np.random.default_rng(5)                                  # the same numbers twice
+        params = [Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
+        params[1].decay_mult = 0.0                                      # a bias: no decay
+        params[2].lr_mult = 2.0
+        opt = SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        for _ in range(3):
+            for p in params:
+                p.grad[...] = rng.standard_normal(p.shape).astype(dtype)
+            opt.step()
+        return [p.data.copy() for p in params] + [v.copy() for v in opt.velocity]
+
+    want, got = run(False), run(True)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(want[0], np.random.default_rng(5).standard_normal(shapes[0]))
+
+
 # --------------------------------------------------------------------------- through the ops
 
 def test_a_training_step_through_the_emulated_kernels_equals_numpy(emulated, monkeypatch):
     """The ops' dispatch (conv.py's im2col/col2im, roi_pool.py's forward, its cache and its
-    backward) with the kernels switched on for NumPy arrays: two training steps and predict
-    give what the plain NumPy run gives."""
+    backward, pool.py's backward, optim.py's step) with the kernels switched on for NumPy
+    arrays: two training steps and predict give what the plain NumPy run gives."""
     data = pytest.importorskip("minifrcnn.data.shapes").make_split("train", 4, size=48)
     cfg = tiny_config()
     want = _train_and_detect(cfg, data, "cpu")
@@ -149,7 +201,9 @@ KERNELS = [(cuda_kernels.IM2COL_SOURCE, "im2col_kernel"), (cuda_kernels.COL2IM_S
            (cuda_kernels.ROI_POOL_FORWARD_SOURCE, "roi_pool_forward_kernel"),
            (cuda_kernels.ROI_POOL_BACKWARD_SOURCE, "roi_pool_backward_kernel"),
            (cuda_kernels.NMS_MASK_SOURCE, "nms_mask_kernel"),
-           (cuda_kernels.NMS_GREEDY_SOURCE, "nms_greedy_kernel")]
+           (cuda_kernels.NMS_GREEDY_SOURCE, "nms_greedy_kernel"),
+           (cuda_kernels.MAX_POOL_BACKWARD_SOURCE, "max_pool_backward_kernel"),
+           (cuda_kernels.SGD_SOURCE, "sgd_kernel")]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA toolkit) is not installed")

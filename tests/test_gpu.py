@@ -20,7 +20,7 @@ except Exception:                         # a broken CUDA install
 if not _available:
     pytest.skip("no usable GPU (cupy.is_available() is False)", allow_module_level=True)
 
-from test_cuda_emulated import CONV_SHAPES, _roi_case  # noqa: E402
+from test_cuda_emulated import CONV_SHAPES, POOL_CASES, _roi_case  # noqa: E402
 from test_strict_backend import (  # noqa: E402
     _assert_same_run, _boxes, _op_cases, _train_and_detect, sampling_case, tiny_config)
 
@@ -143,6 +143,48 @@ def test_batched_nms_and_empty_input_on_the_gpu():
     np.testing.assert_array_equal(to_numpy(got), batched_nms_reference(boxes, scores, labels, 0.4))
     empty = nms(G(np.zeros((0, 4), np.float32)), G(np.zeros(0, np.float32)), 0.5)
     assert empty.shape == (0,) and empty.dtype == np.int64
+
+
+# --------------------------------------------------------------------------- max pooling, SGD
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_backward_kernel_equals_the_array_version(case, dtype, monkeypatch):
+    N, C, H, W, k, s = case
+    rng = np.random.default_rng(k * 10 + s)
+    x = rng.integers(-3, 4, (N, C, H, W)).astype(dtype)                # ties
+    out, cache = ops.max_pool2d_forward(x, k, s)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def run():
+        _, gpu_cache = ops.max_pool2d_forward(G(x), k, s)
+        return to_numpy(ops.max_pool2d_backward(G(dout), gpu_cache))
+
+    with_kernel, arrays = _both(run, monkeypatch)
+    np.testing.assert_array_equal(with_kernel, arrays)
+    np.testing.assert_array_equal(with_kernel, ops.max_pool2d_backward(dout, cache))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_kernel_equals_the_array_version(dtype, monkeypatch):
+    from minifrcnn.layers import Parameter
+    from minifrcnn.optim import SGD
+
+    def run():
+        rng = np.random.default_rng(5)
+        params = [Parameter(G(rng.standard_normal(s).astype(dtype))) for s in [(8, 3, 3, 3), (8,), (9, 5)]]
+        params[1].decay_mult = 0.0
+        params[2].lr_mult = 2.0
+        opt = SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        for _ in range(3):
+            for p in params:
+                p.grad[...] = G(rng.standard_normal(p.shape).astype(dtype))
+            opt.step()
+        return [to_numpy(p.data) for p in params] + [to_numpy(v) for v in opt.velocity]
+
+    with_kernel, arrays = _both(run, monkeypatch)
+    for g, w in zip(with_kernel, arrays):
+        np.testing.assert_array_equal(g, w)
 
 
 # --------------------------------------------------------------------------- every op, GPU vs CPU

@@ -1,6 +1,6 @@
-"""CUDA kernels for the four hot spots where array code is slow on a GPU (CuPy RawKernel).
+"""CUDA kernels for the hot spots where array code is slow on a GPU (CuPy RawKernel).
 
-Every other line of minifrcnn runs on CuPy unchanged. Four operations do not map well onto
+Every other line of minifrcnn runs on CuPy unchanged. These operations do not map well onto
 whole-array operations on a GPU, because their array versions either launch many small kernels
 or copy data back to the host:
 
@@ -9,6 +9,8 @@ or copy data back to the host:
     RoI pooling    the array version groups bins by shape and reads the unique shapes back to
                    the host; its backward is a float64 bincount
     NMS            the array version copies the N x N overlap matrix to the host for the greedy pass
+    max pooling    backward: 7 small array operations per window offset, 30 for a 2x2 window
+    SGD step       4 to 6 array operations per parameter (optim.py), 110 per default train step
 
 Here each one is written as ONE CUDA kernel in which each GPU thread computes one output
 element (the approach of Caffe's and torchvision's CUDA code). The readable array version in
@@ -16,6 +18,7 @@ conv.py, roi_pool.py and boxes.py stays the reference: tests/test_gpu.py checks 
 against it (bit for bit where the arithmetic is the same, to float rounding where atomic
 additions change the order of a sum). The ops use these kernels automatically for CuPy arrays;
 MINIFRCNN_CUDA_KERNELS=0 switches back to the array versions (the benchmark compares both).
+Without a GPU, tests/test_cuda_emulated.py runs these same sources on the CPU.
 
 How a kernel is called, in three lines:
 
@@ -42,7 +45,8 @@ from ..backend import is_cupy_array
 # device and on NumPy they run themselves (scripts/count_device_ops.py reports them apart).
 REPLACED_ARRAY_VERSIONS = ("conv.im2col", "conv._pad", "conv.col2im",
                            "roi_pool.roi_pool_forward", "roi_pool.roi_pool_bin_edges",
-                           "roi_pool.roi_pool_backward", "boxes._nms_matrix")
+                           "roi_pool.roi_pool_backward", "boxes._nms_matrix",
+                           "pool.max_pool2d_backward", "optim.step")
 
 THREADS = 256                    # threads per block for the one-thread-per-element kernels
 NMS_BLOCK = 64                   # boxes per block in the NMS mask kernel: one bit each in a uint64
@@ -350,3 +354,87 @@ def nms_sorted(sorted_boxes, iou_threshold, max_output=None):
         (mask, np.int32(n), np.int32(col_blocks), np.int32(max_output), keep, num_kept),
         shared_mem=col_blocks * 8)
     return keep[:int(num_kept[0])]                                      # (K,) one scalar read
+
+
+# --------------------------------------------------------------------------- max pooling backward
+
+MAX_POOL_BACKWARD_SOURCE = r"""
+// dx[n, c, h, w] = sum of dout[n, c, i, j] over the windows (i, j) whose FIRST maximum (offsets
+// (a, e) in row-major order, compared with out[n, c, i, j] as pool.py does) sits at (h, w).
+// One thread per element of dx (N, C, H, W): it GATHERS from the windows that contain it, in
+// the order a, then e, in which the array version adds its slices, so sums are identical.
+extern "C" __global__ void max_pool_backward_kernel(const T* x, const T* out, const T* dout,
+        T* dx, long long total, int H, int W, int OH, int OW, int k, int s) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total) return;
+    int w = idx % W;
+    int h = (idx / W) % H;
+    long long plane = idx / ((long long)H * W);     // n * C + c
+    const T* xs = x + plane * H * W;
+    const T* outs = out + plane * OH * OW;
+    const T* douts = dout + plane * OH * OW;
+    T sum = 0;
+    for (int a = 0; a < k; a++) {
+        int ti = h - a;                             // = i * s for the window row i that has h at a
+        if (ti < 0 || ti % s != 0 || ti / s >= OH) continue;
+        int i = ti / s;
+        for (int e = 0; e < k; e++) {
+            int tj = w - e;
+            if (tj < 0 || tj % s != 0 || tj / s >= OW) continue;
+            int j = tj / s;
+            T best = outs[i * OW + j];
+            if (!(xs[h * W + w] == best)) continue;  // not a maximum of window (i, j)
+            bool earlier = false;                   // does an earlier offset hold the maximum?
+            for (int q = 0; q < a * k + e && !earlier; q++)
+                earlier = xs[(i * s + q / k) * W + j * s + q % k] == best;
+            if (!earlier) sum += douts[i * OW + j];
+        }
+    }
+    dx[idx] = sum;
+}
+"""
+
+
+def max_pool2d_backward(x, out, dout, kernel, stride):
+    """Gradient of max pooling on the GPU: x (N, C, H, W), out and dout (N, C, OH, OW) cupy
+    -> dx (N, C, H, W), one thread per input pixel (pool.max_pool2d_backward's rule)."""
+    import cupy
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    x, out, dout = (cupy.ascontiguousarray(a) for a in (x, out, dout))
+    dx = cupy.empty((N, C, H, W), dtype=x.dtype)                        # (N, C, H, W)
+    _launch(MAX_POOL_BACKWARD_SOURCE, "max_pool_backward_kernel", x.dtype, dx.size,
+            (x, out, dout, dx, np.int64(dx.size)) + _ints(H, W, OH, OW, kernel, stride))
+    return dx
+
+
+# --------------------------------------------------------------------------- SGD step
+
+SGD_SOURCE = r"""
+// Caffe's SGD step of one parameter, in place (optim.py has the formula and the array version):
+//   g = grad + decay * w  (only when with_decay),   v = momentum * v + lr * g,   w = w - v
+// One thread per element, with the same float operations in the same order as optim.py's.
+extern "C" __global__ void sgd_kernel(T* w, T* v, const T* grad, long long total,
+        T lr, T momentum, T decay, int with_decay) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= total) return;
+    T g = grad[idx];
+    if (with_decay) g = g + decay * w[idx];
+    T vel = v[idx] * momentum;
+    vel = vel + lr * g;
+    v[idx] = vel;
+    w[idx] = w[idx] - vel;
+}
+"""
+
+
+def sgd_update(w, v, grad, lr, momentum, decay):
+    """One SGD step on the GPU, in place on w and v (C-contiguous cupy arrays of one dtype).
+
+    lr: the learning rate times the parameter's lr_mult; decay: weight_decay times decay_mult
+    (0: no decay term, as optim.py skips it). Python numbers, cast to the arrays' dtype as
+    CuPy casts a Python scalar in `v += lr * g`.
+    """
+    T = w.dtype.type
+    _launch(SGD_SOURCE, "sgd_kernel", w.dtype, w.size,
+            (w, v, grad, np.int64(w.size), T(lr), T(momentum), T(decay)) + _ints(decay != 0.0))

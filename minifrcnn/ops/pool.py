@@ -24,6 +24,10 @@ axes are slow. So there is one fast path, not two.)
 The forward pass stores no argmax: the backward pass finds it again by comparing each offset's
 grid with out. Inference (no backward) then pays for the max only.
 
+On a GPU the backward pass is one CUDA kernel (cuda_kernels.max_pool2d_backward, one thread per
+input pixel, the same rule and the same order of additions) instead of 7 small array
+operations per offset; the code below stays its reference.
+
     from minifrcnn import ops
     out, cache = ops.max_pool2d_forward(x, kernel=2, stride=2)
     dx = ops.max_pool2d_backward(dout, cache)
@@ -31,6 +35,7 @@ grid with out. Inference (no backward) then pays for the max only.
 import numpy as np
 
 from ..backend import get_array_module
+from . import cuda_kernels
 from .checks import check_array
 
 
@@ -94,6 +99,9 @@ def max_pool2d_backward(dout, cache):
     """
     x, out, kernel, stride = cache
     _check_dout(dout, out)
+    if cuda_kernels.kernels_enabled(dout):
+        # on a GPU: one CUDA thread per input pixel gathers the same terms (cuda_kernels.py)
+        return cuda_kernels.max_pool2d_backward(x, out, dout, kernel, stride)   # (N, C, H, W)
     xp = get_array_module(dout)
     OH, OW = out.shape[2], out.shape[3]
     dx = xp.zeros(x.shape, dtype=x.dtype)                              # (N, C, H, W)
