@@ -189,12 +189,9 @@ def clip_boxes(boxes, image_size):
     _check_boxes(boxes, "boxes", columns=None)
     H, W = image_size
     xp = get_array_module(boxes)
-    out = boxes.copy()                                    # (N, 4*K)
-    out[:, 0::4] = xp.clip(boxes[:, 0::4], 0, W)          # x1 of every class
-    out[:, 1::4] = xp.clip(boxes[:, 1::4], 0, H)          # y1
-    out[:, 2::4] = xp.clip(boxes[:, 2::4], 0, W)          # x2
-    out[:, 3::4] = xp.clip(boxes[:, 3::4], 0, H)          # y2
-    return out
+    K = boxes.shape[1] // 4
+    upper = xp.asarray([W, H, W, H] * K, dtype=boxes.dtype)   # (4*K,) x1, y1, x2, y2 of each class
+    return xp.clip(boxes, 0, upper)                           # (N, 4*K), each column in [0, its limit]
 
 
 def remove_small_boxes(boxes, min_size):
