@@ -2,7 +2,8 @@
 # Issue #7's GPU checks in one run, for a machine with an NVIDIA GPU and CuPy:
 #   1. tests/test_gpu.py: the CUDA kernels against their array versions, every op on the GPU
 #      against NumPy, and training steps on the GPU against the CPU
-#   2. python -m minifrcnn bench --device cuda (with the kernels, then the array versions)
+#   2. python -m minifrcnn bench --device cuda (with the kernels, then the array versions),
+#      and a profile of the train step from a fresh and from the trained model
 #   3. the whole test suite with MINIFRCNN_DEVICE=cuda
 #   4. the README's default training on the GPU (what is left of the time budget)
 # Logs go to $OUT (default gpu-logs/). BUDGET: seconds for the whole script (default 540).
@@ -30,6 +31,10 @@ echo "== 2. bench (left: $(left) s)"
 timeout 170 python3 -m minifrcnn bench --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
 MINIFRCNN_CUDA_KERNELS=0 timeout 60 python3 -m minifrcnn bench --device cuda --only conv roi nms \
     2>&1 | tee "$OUT/bench_cuda_array_versions.log"
+echo "== 2b. profile of a train step from a fresh and from the trained model (left: $(left) s)"
+for W in "" "--weights data/shapes_model.npz"; do
+    timeout 60 python3 scripts/profile_train_step.py --device cuda --steps 100 --top 25 $W 2>&1
+done | tee "$OUT/profile_train_step_cuda.txt" | grep "per train step"
 echo "== 3. the whole suite on cuda (left: $(left) s)"
 MINIFRCNN_DEVICE=cuda timeout 180 $PYTEST tests 2>&1 | tail -40 | tee "$OUT/suite_cuda.log"
 T=$(( $(left) - 10 ))
