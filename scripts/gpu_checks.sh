@@ -23,6 +23,7 @@ fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
   nproc; } 2>&1 | tee "$OUT/machine.txt"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # scripts/*.py import minifrcnn from here
 PYTEST="python3 -m pytest -q -p no:cacheprovider -o addopts=-ra"   # no nbval here: tests/ only
 
 echo "== 1. tests/test_gpu.py"
