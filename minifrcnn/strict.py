@@ -70,7 +70,7 @@ _host_copies = None          # a list while record_host_copies() is active, else
 _device_counts = None        # a DeviceCounts while count_device_ops() is active, else None
 
 # Methods that only re-describe the same memory (a view), which CuPy does without a kernel.
-VIEW_METHODS = frozenset(("reshape", "transpose", "swapaxes", "squeeze", "view"))
+VIEW_METHODS = frozenset(("reshape", "ravel", "transpose", "swapaxes", "squeeze", "view"))
 # Functions whose result size depends on the data, or that read back: the host must wait.
 SYNC_FUNCTIONS = frozenset(("nonzero", "flatnonzero", "argwhere", "unique", "item", "tolist"))
 
@@ -120,7 +120,8 @@ def count_device_ops():
     operator (a + b, a *= 2), array method (a.sum(), a.astype(...)), advanced index
     (a[mask], a[idx]) and a[...] = value; xp.asarray of host data (a host-to-device copy);
     every read back (float(a), int(a), bool(a), .item(), .get(), .tolist()). Views (basic
-    slicing, reshape, transpose, .T) are free in CuPy too and are not counted.
+    slicing, reshape, ravel, transpose, .T) are not counted: CuPy makes them without a kernel
+    (reshape and ravel copy when the memory is not contiguous; that copy is not counted).
 
     syncs: the ops after which CuPy's host code cannot go on before the device has finished
     everything queued so far: the reads back, and the ops whose output size depends on the
@@ -129,9 +130,10 @@ def count_device_ops():
     Why count: on a GPU each op is (at least) one kernel launch, which costs the host some
     microseconds whatever the array size, and each sync stops the host from queueing work
     ahead of the GPU. For the small default detector those costs, not arithmetic, set the
-    speed. This is a proxy, not a GPU timing: one xp call may be several CuPy kernels, and on
-    the strict device RoI pooling and NMS run their array versions (on CuPy the CUDA kernels
-    replace those with a few launches).
+    speed. This is a proxy, not a GPU timing: one xp call may be several CuPy kernels. On the
+    strict device the array versions of the CUDA kernels' operations run and are counted;
+    scripts/count_device_ops.py runs the kernels themselves (emulated on the CPU) to count
+    what CuPy issues.
     """
     global _device_counts
     previous, _device_counts = _device_counts, DeviceCounts()

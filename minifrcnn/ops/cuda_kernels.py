@@ -14,9 +14,9 @@ or copy data back to the host:
 
 Here each one is written as ONE CUDA kernel in which each GPU thread computes one output
 element (the approach of Caffe's and torchvision's CUDA code). The readable array version in
-conv.py, roi_pool.py and boxes.py stays the reference: tests/test_gpu.py checks every kernel
-against it (bit for bit where the arithmetic is the same, to float rounding where atomic
-additions change the order of a sum). The ops use these kernels automatically for CuPy arrays;
+conv.py, roi_pool.py, boxes.py, pool.py and optim.py stays the reference: tests/test_gpu.py
+checks every kernel against it (bit for bit where the arithmetic is the same, to float
+rounding where atomic additions change the order of a sum). The ops use these kernels automatically for CuPy arrays;
 MINIFRCNN_CUDA_KERNELS=0 switches back to the array versions (the benchmark compares both).
 Without a GPU, tests/test_cuda_emulated.py runs these same sources on the CPU.
 
@@ -42,7 +42,8 @@ import numpy as np
 from ..backend import is_cupy_array
 
 # The array versions ("module.function") that these kernels stand in for on CuPy; on the strict
-# device and on NumPy they run themselves (scripts/count_device_ops.py reports them apart).
+# device and on NumPy they run themselves (tests/test_strict_backend.py leaves their syncs out
+# of the syncs it allows a training step).
 REPLACED_ARRAY_VERSIONS = ("conv.im2col", "conv._pad", "conv.col2im",
                            "roi_pool.roi_pool_forward", "roi_pool.roi_pool_bin_edges",
                            "roi_pool.roi_pool_backward", "boxes._nms_matrix",
