@@ -17,9 +17,6 @@ off (MINIFRCNN_CUDA_KERNELS=0 on CuPy).
 import argparse
 import os
 import sys
-import types
-
-import numpy as np
 
 from minifrcnn import boxes, strict
 from minifrcnn.bench import default_step_setup
@@ -45,14 +42,7 @@ def emulated_kernels_on_the_strict_device():
             host = tuple(strict.unwrap(a, allow_host=True) for a in kernel_args)
             return super().__call__(grid, block, host, shared_mem)
 
-    def ascontiguousarray(a, dtype=None):                               # a no-op when it is already
-        if a.flags.c_contiguous and (dtype is None or a.dtype == np.dtype(dtype)):
-            return a
-        return strict.xp.ascontiguousarray(a, dtype=dtype)
-
-    sys.modules["cupy"] = types.SimpleNamespace(
-        RawKernel=CountedKernel, empty=strict.xp.empty, zeros=strict.xp.zeros,
-        ascontiguousarray=ascontiguousarray, int32=np.int32, int64=np.int64, uint64=np.uint64)
+    sys.modules["cupy"] = cuda_emulator.fake_cupy(strict.xp, CountedKernel)
     enabled = lambda x: isinstance(x, strict.StrictArray)                # noqa: E731
     cuda_kernels.kernels_enabled = enabled
     boxes.kernels_enabled = enabled

@@ -242,12 +242,20 @@ class EmulatedRawKernel:
                 "decide differently); on a GPU this can hang or corrupt shared memory")
 
 
-def fake_cupy():
-    """A module-like stand-in for `cupy` inside ops/cuda_kernels.py: NumPy arrays, emulated kernels.
+def fake_cupy(xp=np, raw_kernel=EmulatedRawKernel):
+    """A module-like stand-in for `cupy` inside ops/cuda_kernels.py: xp's arrays, emulated kernels.
 
     Only what cuda_kernels.py calls: RawKernel, empty, zeros, ascontiguousarray and the dtypes.
+    xp: numpy, or strict.xp (scripts/count_device_ops.py, with a RawKernel that counts).
+    ascontiguousarray returns an array that is already contiguous and of the dtype as it is,
+    as CuPy does (no copy, no kernel).
     """
+    def ascontiguousarray(a, dtype=None):
+        if a.flags.c_contiguous and (dtype is None or a.dtype == np.dtype(dtype)):
+            return a
+        return xp.ascontiguousarray(a, dtype=dtype)
+
     return types.SimpleNamespace(
-        RawKernel=EmulatedRawKernel, empty=np.empty, zeros=np.zeros,
-        ascontiguousarray=np.ascontiguousarray, int32=np.int32, int64=np.int64,
+        RawKernel=raw_kernel, empty=xp.empty, zeros=xp.zeros,
+        ascontiguousarray=ascontiguousarray, int32=np.int32, int64=np.int64,
         uint64=np.uint64, float32=np.float32, float64=np.float64)

@@ -19,6 +19,7 @@ import pytest
 import cuda_emulator
 from minifrcnn import ops
 from minifrcnn.boxes import nms_reference, score_order
+from minifrcnn.data import shapes
 from minifrcnn.ops import cuda_kernels
 from test_strict_backend import _assert_same_run, _boxes, _train_and_detect, tiny_config
 
@@ -163,7 +164,7 @@ def test_a_training_step_through_the_emulated_kernels_equals_numpy(emulated, mon
     """The ops' dispatch (conv.py's im2col/col2im, roi_pool.py's forward, its cache and its
     backward, pool.py's backward, optim.py's step) with the kernels switched on for NumPy
     arrays: two training steps and predict give what the plain NumPy run gives."""
-    data = pytest.importorskip("minifrcnn.data.shapes").make_split("train", 4, size=48)
+    data = shapes.make_split("train", 4, size=48)
     cfg = tiny_config()
     want = _train_and_detect(cfg, data, "cpu")
     calls = []

@@ -16,9 +16,10 @@ Here each one is written as ONE CUDA kernel in which each GPU thread computes on
 element (the approach of Caffe's and torchvision's CUDA code). The readable array version in
 conv.py, roi_pool.py, boxes.py, pool.py and optim.py stays the reference: tests/test_gpu.py
 checks every kernel against it (bit for bit where the arithmetic is the same, to float
-rounding where atomic additions change the order of a sum). The ops use these kernels automatically for CuPy arrays;
-MINIFRCNN_CUDA_KERNELS=0 switches back to the array versions (the benchmark compares both).
-Without a GPU, tests/test_cuda_emulated.py runs these same sources on the CPU.
+rounding where atomic additions change the order of a sum). The ops use these kernels
+automatically for CuPy arrays; MINIFRCNN_CUDA_KERNELS=0 switches back to the array versions
+(the benchmark compares both). Without a GPU, tests/test_cuda_emulated.py runs these same
+sources on the CPU.
 
 How a kernel is called, in three lines:
 
@@ -78,7 +79,7 @@ def _kernel(source, name, ctype):
 def _launch(source, name, dtype, total, args):
     """Run a one-thread-per-element kernel over `total` elements (nothing to do when 0).
 
-    args: the kernel's arguments in order; `total` goes in as the C `long long` after the arrays.
+    args: the kernel's arguments in order, `total` among them as numpy.int64 (C `long long`).
     """
     if total:
         blocks = (int(total) + THREADS - 1) // THREADS
