@@ -18,8 +18,10 @@ below 0.3 (py-faster-rcnn's order, RPN_CLOBBER_POSITIVES = False).
 Sampling (the RPN mini-batch, 256 anchors, up to half positive): if there are more than
 batch_size * positive_fraction positives, randomly chosen extra ones become -1; then the
 negatives fill the rest of batch_size and randomly chosen extra negatives become -1.
-The random choice uses a numpy Generator on the host: the candidate indices are copied to the
-host, chosen with rng.choice, and the choice is moved back to the labels' device.
+The random choice uses a numpy Generator on the host, which picks positions among the N
+candidates (only N, a shape, is needed); the chosen positions go to the labels' device.
+In training the model calls this with numpy arrays: the targets depend only on the ground truth
+and the image size, so they are computed on the host and uploaded (model.FasterRCNN.sample).
 
 Regression targets, for positive anchors only (zeros elsewhere; the loss ignores them):
 

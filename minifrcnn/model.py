@@ -3,7 +3,7 @@
     images (N, 3, H, W)
       -> backbone (backbones.py)                      feat (N, C, H/s, W/s)
       -> RPN head (rpn.py)                            logits (N, R, 2), deltas (N, R, 4)
-           training: anchor_targets.py -> rpn_loss
+           training: anchor_targets.py (on the host) -> rpn_loss
       -> proposal layer (proposals.py, no gradient)   rois (S, 5)
            training: proposal_targets.py samples 128 RoIs per image
       -> Fast R-CNN head (fast_rcnn.py)               scores (S, K+1), deltas (S, 4(K+1))
@@ -133,7 +133,6 @@ class FasterRCNN(Module):
         want_rpn, want_head = "rpn" in parts, "head" in parts
         feat = self.backbone.forward(images)                             # (N, C, h, w)
         fh, fw = feat.shape[2:]
-        anchors = self.anchors(fh, fw, xp)                              # (R, 4)
         logits = deltas = None
         if want_rpn or proposer is None:
             logits, deltas = self.rpn.forward(feat)                     # (N, R, 2), (N, R, 4)
@@ -142,7 +141,7 @@ class FasterRCNN(Module):
                 prop_logits, prop_deltas = logits, deltas
             else:                                # the other model's RPN, on the same images
                 prop_logits, prop_deltas = proposer.rpn.forward(proposer.backbone.forward(images))
-            samples = self.sample(anchors, prop_logits, prop_deltas, image_sizes, gt_boxes,
+            samples = self.sample((fh, fw), prop_logits, prop_deltas, image_sizes, gt_boxes,
                                   gt_labels, rng, scales, want_rpn, want_head)
         terms, self._grads = {}, {}
         if want_rpn:
@@ -160,27 +159,39 @@ class FasterRCNN(Module):
         terms["total"] = sum(terms.values())
         return terms, samples
 
-    def sample(self, anchors, logits, deltas, image_sizes, gt_boxes, gt_labels, rng, scales,
+    def sample(self, feat_size, logits, deltas, image_sizes, gt_boxes, gt_labels, rng, scales,
                rpn=True, head=True):
         """Anchor targets for the RPN (if rpn) and sampled RoIs with their targets (if head).
 
-        logits, deltas: the RPN outputs the proposals are made from.
+        feat_size: (h, w) of the feature map. logits, deltas: the RPN outputs the proposals
+        are made from. gt_boxes, gt_labels: N host (numpy) arrays, as prepare_batch gives them.
+
+        The anchor targets depend only on the ground truth and the image size, never on the
+        network, so they are computed on the host, where the ground truth is (py-faster-rcnn's
+        anchor_target_layer ran on the CPU too), and go to the device once, stacked, like the
+        images. On a GPU that is one upload instead of about a hundred small kernel launches
+        and six host-device waits per image; on the CPU it is the same computation.
+        The proposals and their targets need the RPN's outputs, so they stay on the device.
+        The random draws happen in the same order either way (image by image: anchors, RoIs).
         """
         cfg = self.cfg
         xp = get_array_module(logits)
+        host_anchors = self.anchors(feat_size[0], feat_size[1], np)     # (R, 4) numpy
+        anchors = self.anchors(feat_size[0], feat_size[1], xp)          # (R, 4) on the device
         rpn_labels, rpn_targets, rois, roi_labels, roi_targets, roi_weights = [], [], [], [], [], []
         for i, (size, boxes, labels) in enumerate(zip(image_sizes, gt_boxes, gt_labels)):
-            boxes = xp.asarray(boxes, dtype=self.dtype).reshape(-1, 4)
-            labels = xp.asarray(labels).reshape(-1)
+            host_boxes = to_numpy(boxes).astype(self.dtype).reshape(-1, 4)   # (G, 4) numpy
             if rpn:
                 lab, tgt = anchor_targets(
-                    anchors, boxes, size, rng, positive_iou=cfg.rpn_positive_iou,
+                    host_anchors, host_boxes, size, rng, positive_iou=cfg.rpn_positive_iou,
                     negative_iou=cfg.rpn_negative_iou, batch_size=cfg.rpn_batch_size,
                     positive_fraction=cfg.rpn_positive_fraction,
-                    allowed_border=cfg.rpn_allowed_border)[:2]
+                    allowed_border=cfg.rpn_allowed_border)[:2]              # (R,), (R, 4) numpy
                 rpn_labels.append(lab)
                 rpn_targets.append(tgt)
             if head:
+                boxes = xp.asarray(host_boxes)                              # (G, 4) device
+                labels = xp.asarray(labels).reshape(-1)                     # (G,)
                 props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], True)
                 t = proposal_targets(
                     props, boxes, labels, cfg.num_classes, rng, batch_size=cfg.roi_batch_size,
@@ -193,8 +204,8 @@ class FasterRCNN(Module):
                 roi_weights.append(t["bbox_weights"])
         samples = {}
         if rpn:
-            samples["rpn_labels"] = xp.stack(rpn_labels)                         # (N, R)
-            samples["rpn_targets"] = xp.stack(rpn_targets).astype(self.dtype)    # (N, R, 4)
+            samples["rpn_labels"] = xp.asarray(np.stack(rpn_labels))                      # (N, R)
+            samples["rpn_targets"] = xp.asarray(np.stack(rpn_targets).astype(self.dtype))  # (N, R, 4)
         if head:
             samples["rois"] = xp.concatenate(rois)                               # (S, 5)
             samples["roi_labels"] = xp.concatenate(roi_labels)                   # (S,)

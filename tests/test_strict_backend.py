@@ -415,19 +415,19 @@ def test_count_device_ops_counts_each_operation_and_each_wait_once():
 def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(data):
     """Issue #7, GPU speed: each wait (sync) stops the host from queueing kernels ahead of the
     GPU. Outside the array versions that CUDA kernels replace, a training step may wait only
-    where a size depends on the data (which anchors lie inside the image, how many positives,
-    negatives, fg and bg RoIs, which proposals are big enough), in the argument checks that
-    read one flag back, and for the 5 logged loss values. A new sync elsewhere fails here,
-    named; see scripts/count_device_ops.py for the counts of the default detector."""
+    where a size depends on the data (how many fg and bg RoIs, which proposals are big
+    enough), in the argument checks that read one flag back, and for the 5 logged loss values.
+    The anchor targets need none: they are computed on the host (FasterRCNN.sample) and only
+    uploaded. A new sync elsewhere fails here, named; see scripts/count_device_ops.py for the
+    counts of the default detector."""
     from minifrcnn.ops.cuda_kernels import REPLACED_ARRAY_VERSIONS
     from minifrcnn.train import train_step
     cfg = tiny_config()
     model = FasterRCNN(cfg).to("strict")
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    allowed = {"anchor_targets.anchor_targets": 6,       # 3 nonzero per image, 2 images
-               "proposal_targets.proposal_targets": 6,   # label check + 2 nonzero per image
+    allowed = {"proposal_targets.proposal_targets": 6,   # label check + 2 nonzero per image
                "boxes.remove_small_boxes": 2,            # 1 nonzero per image
-               "boxes.encode": 4,                        # 1 size check per call, 2 per image
+               "boxes.encode": 2,                        # 1 size check per call, 1 per image
                "losses._check_logits_labels": 2,         # label range, RPN and head
                "roi_pool.check_feat_rois": 1,            # RoI coordinates finite and in range
                "train.<dictcomp>": 5}                    # float(loss) for the log
@@ -437,4 +437,6 @@ def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(
         syncs = {k: v for k, v in counts.syncs.items() if k not in REPLACED_ARRAY_VERSIONS}
         over = {k: v for k, v in syncs.items() if v > allowed.get(k, 0)}
         assert not over, f"iteration {it}: more waits than expected at {over} (all: {syncs})"
-        assert sum(counts.ops.values()) > 500            # the counter does see the step
+        assert sum(counts.ops.values()) > 400            # the counter does see the step
+        on_device = {k for k in counts.ops if k.startswith("anchor_targets.")}
+        assert on_device == {"anchor_targets.random_subset"}, counts.ops   # proposal_targets' use
