@@ -98,12 +98,14 @@ def box_iou(a, b):
 # ----------------------------------------------------------------------------------------
 
 def _centre_size(boxes):
-    """(cx, cy, w, h) of (N, 4) boxes, each (N,)."""
-    w = boxes[:, 2] - boxes[:, 0]          # (N,)
-    h = boxes[:, 3] - boxes[:, 1]          # (N,)
-    cx = boxes[:, 0] + 0.5 * w             # (N,)
-    cy = boxes[:, 1] + 0.5 * h             # (N,)
-    return cx, cy, w, h
+    """Centres (cx, cy) and sizes (w, h) of (N, 4) boxes, as two (N, 2) arrays.
+
+    Pairs rather than four columns: x and y follow the same formulas, so one array operation
+    does both (on a GPU each operation is a kernel launch, whatever its size).
+    """
+    size = boxes[:, 2:4] - boxes[:, 0:2]    # (N, 2) w, h
+    centre = boxes[:, 0:2] + 0.5 * size     # (N, 2) cx, cy
+    return centre, size
 
 
 def encode(ref, target, weights=(1.0, 1.0, 1.0, 1.0)):
@@ -119,28 +121,27 @@ def encode(ref, target, weights=(1.0, 1.0, 1.0, 1.0)):
     Every box of ref and target needs a positive width and height (log(w / wa) is undefined
     otherwise): a zero or negative size is a ValueError. The check reads one bool back from
     the device.
+
+    The code computes x and y together as (N, 2) pairs: t_xy = (tx, ty), t_wh = (tw, th).
     """
     _check_boxes(ref, "ref")
     _check_boxes(target, "target", columns=4)
     check_array(target, "target", shape=(ref.shape[0], 4))
     check_same_device(("ref", ref), ("target", target))
-    wx, wy, ww, wh = _check_weights(weights)
     xp = get_array_module(ref, target)
-    xa, ya, wa, ha = _centre_size(ref)         # each (N,)
-    x, y, w, h = _centre_size(target)          # each (N,)
-    ok = (wa > 0) & (ha > 0) & (w > 0) & (h > 0)           # (N,) False also for NaN sizes
-    if not bool(ok.all()):                                  # one read back for both arguments
-        for name, width, height in (("ref", wa, ha), ("target", w, h)):
-            bad = xp.logical_not((width > 0) & (height > 0))   # (N,)
+    w = xp.asarray(_check_weights(weights), dtype=xp.result_type(ref, target))   # (4,) wx wy ww wh
+    centre_a, size_a = _centre_size(ref)       # (N, 2) xa, ya and wa, ha
+    centre, size = _centre_size(target)        # (N, 2) x, y and w, h
+    if not bool(((size_a > 0) & (size > 0)).all()):        # one read back for both arguments
+        for name, sizes in (("ref", size_a), ("target", size)):   # False also for NaN sizes
+            bad = xp.logical_not((sizes > 0).all(axis=1))  # (N,)
             if bool(xp.any(bad)):
                 raise ValueError(
                     f"{name}: every box needs x2 > x1 and y2 > y1 to be encoded "
                     f"(log(w / wa) is undefined for a zero-size box); got {int(xp.sum(bad))} such box(es)")
-    tx = wx * (x - xa) / wa                    # (N,)
-    ty = wy * (y - ya) / ha                    # (N,)
-    tw = ww * xp.log(w / wa)                   # (N,)
-    th = wh * xp.log(h / ha)                   # (N,)
-    return xp.stack([tx, ty, tw, th], axis=1)  # (N, 4)
+    t_xy = w[0:2] * (centre - centre_a) / size_a           # (N, 2) tx, ty
+    t_wh = w[2:4] * xp.log(size / size_a)                  # (N, 2) tw, th
+    return xp.concatenate([t_xy, t_wh], axis=1)            # (N, 4)
 
 
 def decode(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0)):
@@ -153,26 +154,23 @@ def decode(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0)):
     ref: (N, 4). deltas: (N, 4) or class-specific (N, 4*K), where columns 4k:4k+4 are the
     deltas for class k; every class of row i is applied to the same ref box i.
     Returns boxes of the same shape as deltas, (N, 4) or (N, 4*K), promoted dtype.
+    The code computes x and y together as pairs, like encode().
     """
     _check_boxes(ref, "ref")
     _check_boxes(deltas, "deltas", columns=None)
     check_array(deltas, "deltas", shape=(ref.shape[0], None))
     check_same_device(("ref", ref), ("deltas", deltas))
-    wx, wy, ww, wh = _check_weights(weights)
     xp = get_array_module(ref, deltas)
+    w = xp.asarray(_check_weights(weights), dtype=deltas.dtype)   # (4,) wx wy ww wh
     N, K4 = deltas.shape
     d = deltas.reshape(N, K4 // 4, 4)                          # (N, K, 4)
-    xa, ya, wa, ha = _centre_size(ref)                         # each (N,)
-    xa, ya, wa, ha = xa[:, None], ya[:, None], wa[:, None], ha[:, None]   # each (N, 1)
-    dx = d[:, :, 0] / wx                                       # (N, K)
-    dy = d[:, :, 1] / wy                                       # (N, K)
-    dw = xp.minimum(d[:, :, 2] / ww, BBOX_XFORM_CLIP)          # (N, K)
-    dh = xp.minimum(d[:, :, 3] / wh, BBOX_XFORM_CLIP)          # (N, K)
-    x = dx * wa + xa                                           # (N, K) centre
-    y = dy * ha + ya                                           # (N, K)
-    w = xp.exp(dw) * wa                                        # (N, K) size
-    h = xp.exp(dh) * ha                                        # (N, K)
-    boxes = xp.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], axis=2)  # (N, K, 4)
+    centre_a, size_a = _centre_size(ref)                       # (N, 2) each
+    centre_a, size_a = centre_a[:, None, :], size_a[:, None, :]   # (N, 1, 2) each
+    d_xy = d[:, :, 0:2] / w[0:2]                               # (N, K, 2) tx / wx, ty / wy
+    d_wh = xp.minimum(d[:, :, 2:4] / w[2:4], BBOX_XFORM_CLIP)  # (N, K, 2) clamped tw / ww, th / wh
+    centre = d_xy * size_a + centre_a                          # (N, K, 2) x, y
+    size = xp.exp(d_wh) * size_a                               # (N, K, 2) w, h
+    boxes = xp.concatenate([centre - 0.5 * size, centre + 0.5 * size], axis=2)   # (N, K, 4)
     return boxes.reshape(N, K4)                                # (N, 4*K)
 
 
@@ -201,9 +199,8 @@ def remove_small_boxes(boxes, min_size):
     """
     _check_boxes(boxes, "boxes")
     xp = get_array_module(boxes)
-    w = boxes[:, 2] - boxes[:, 0]                          # (N,)
-    h = boxes[:, 3] - boxes[:, 1]                          # (N,)
-    return xp.nonzero((w >= min_size) & (h >= min_size))[0].astype(xp.int64)   # (K,)
+    size = boxes[:, 2:4] - boxes[:, 0:2]                   # (N, 2) w, h
+    return xp.nonzero((size >= min_size).all(axis=1))[0].astype(xp.int64)   # (K,)
 
 
 # ----------------------------------------------------------------------------------------
