@@ -1,6 +1,6 @@
 """How many device operations (a proxy for GPU kernel launches) does one training step make?
 
-    python scripts/count_device_ops.py [--steps 5] [--top 30] [--array-versions]
+    python scripts/count_device_ops.py [--steps 5] [--top 30] [--array-versions] [--weights W]
 
 Runs the default detector's train step on the strict device (NumPy underneath, CuPy's rules on
 top; see minifrcnn/strict.py) under strict.count_device_ops() and prints the mean count per
@@ -12,7 +12,8 @@ By default the CUDA kernels of ops/cuda_kernels.py take part as they do on CuPy:
 sources run on the CPU through tests/cuda_emulator.py (needs g++), each launch counted as one
 operation ("cuda_kernels.<kernel>"), and what they allocate counted too. So the counts are
 the operations the step issues on a GPU. --array-versions counts the step with the kernels
-off (MINIFRCNN_CUDA_KERNELS=0 on CuPy).
+off (MINIFRCNN_CUDA_KERNELS=0 on CuPy). --weights data/shapes_model.npz counts a step of the
+trained model (late training: more RoIs pass the sampling) instead of a fresh one.
 """
 import argparse
 import os
@@ -20,6 +21,7 @@ import sys
 
 from minifrcnn import boxes, strict
 from minifrcnn.bench import default_step_setup
+from minifrcnn.model import FasterRCNN
 from minifrcnn.ops import cuda_kernels
 from minifrcnn.train import train_step
 
@@ -28,6 +30,7 @@ parser.add_argument("--steps", type=int, default=5)
 parser.add_argument("--top", type=int, default=30)
 parser.add_argument("--array-versions", action="store_true",
                     help="the kernels off: the array versions run instead")
+parser.add_argument("--weights", help="a model.npz to start from (same config as the default)")
 args = parser.parse_args()
 
 
@@ -51,6 +54,8 @@ def emulated_kernels_on_the_strict_device():
 if not args.array_versions:
     emulated_kernels_on_the_strict_device()
 cfg, data, model, optimizer, _ = default_step_setup("strict", num_images=64)
+if args.weights:
+    model.load_state_dict(FasterRCNN.load(args.weights).state_dict())
 train_step(model, optimizer, data, cfg, 0)            # first step: momentum buffers are made
 with strict.count_device_ops() as counts:
     for it in range(1, 1 + args.steps):
