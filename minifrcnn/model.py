@@ -127,7 +127,6 @@ class FasterRCNN(Module):
         the terms of `parts` (and "total").
         """
         cfg = self.cfg
-        xp = get_array_module(images)
         n = images.shape[0]
         scales = [1.0] * n if scales is None else scales
         want_rpn, want_head = "rpn" in parts, "head" in parts
