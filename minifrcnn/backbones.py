@@ -19,6 +19,7 @@ max_pool2d has none) and ZF's local response normalisation layers are left out.
 import numpy as np
 
 from .layers import Conv2d, MaxPool2d, ReLU, Sequential
+from .npz import read_npz
 
 # (out_channels, kernel, stride, pad) for each conv, "M" for a 2x2/2 max-pool, "M3" for 3x3/2.
 BACKBONES = {
@@ -89,11 +90,7 @@ def parameter_names(name):
 
 def load_backbone_weights(backbone, path):
     """Load weights saved with numpy.savez(path, **{name: array}) into `backbone` (strict)."""
-    try:
-        with np.load(path) as f:
-            weights = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"backbone weights {path}: cannot read ({e})") from None
+    weights = read_npz(path, "backbone weights")
     try:
         backbone.load_state_dict(weights)
     except ValueError as e:

@@ -23,6 +23,7 @@ from .backend import get_array_module, to_device, to_numpy
 from .boxes import box_iou
 from .data.transforms import normalize
 from .layers import Linear
+from .npz import write_npz
 from .ops import softmax_cross_entropy
 from .optim import SGD, lr_at
 from .train import TrainingDiverged
@@ -151,8 +152,7 @@ def pretrain_backbone(cfg, samples, out_path, iters=1000, batch_size=32, lr=0.01
         correct.append(float((to_numpy(scores).argmax(1) == labels[idx]).mean()))
     accuracy = float(np.mean(correct[-100:]))
     weights = net.backbone.state_dict()
-    with open(out_path, "wb") as f:
-        np.savez(f, **weights)
+    write_npz(out_path, weights)
     log(f"saved backbone weights to {out_path}; training accuracy {accuracy:.3f}")
     return {"train_accuracy": accuracy, "num_crops": int(len(crops))}
 

@@ -36,6 +36,7 @@ from .boxes import clip_boxes
 from .config import Config
 from .data.transforms import hflip, normalize, resize_boxes, resize_image, resize_scale, to_batch
 from .model import FasterRCNN
+from .npz import read_npz, write_npz
 from .optim import SGD, lr_at
 
 CHECKPOINT_FORMAT = "minifrcnn-train-1"
@@ -92,14 +93,6 @@ def batch_indices(num_samples, batch_size, iteration, seed):
     return out
 
 
-def _atomic_savez(path, arrays):
-    """np.savez to path + '.tmp' then rename, so an interrupted write never leaves a broken file."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(path, model, optimizer, iteration):
     """Weights, momentum buffers, the number of finished iterations and the config."""
     arrays = {f"param/{n}": to_numpy(p.data) for n, p in model.named_parameters()}
@@ -108,7 +101,7 @@ def save_checkpoint(path, model, optimizer, iteration):
     arrays["iteration"] = np.array(iteration)
     arrays["config_json"] = np.array(json.dumps(model.cfg.to_dict()))
     arrays["format"] = np.array(CHECKPOINT_FORMAT)
-    _atomic_savez(path, arrays)
+    write_npz(path, arrays)      # all or nothing: an interrupted save keeps the previous file
 
 
 def load_checkpoint(path, model, optimizer):
@@ -116,26 +109,22 @@ def load_checkpoint(path, model, optimizer):
 
     A checkpoint made with another config is a CheckpointMismatch naming the fields.
     """
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {path}: cannot read ({e})") from None
-    with f:
-        if "config_json" not in f.files:
-            raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
-        saved = json.loads(str(f["config_json"]))
-        current = model.cfg.to_dict()
-        # Checkpoints keep only what JSON keeps: compare through JSON too (tuples -> lists).
-        current = json.loads(json.dumps(current))
-        differ = sorted(k for k in set(saved) | set(current)
-                        if k != "iters" and saved.get(k) != current.get(k))
-        if differ:
-            detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
-                               for k in differ[:5])
-            raise CheckpointMismatch(f"checkpoint {path} was made with another config ({detail})")
-        model.load_state_dict({k[6:]: f[k] for k in f.files if k.startswith("param/")})
-        optimizer.load_state_dict({k[6:]: f[k] for k in f.files if k.startswith("optim/")})
-        return int(f["iteration"])
+    f = read_npz(path, "checkpoint")
+    if "config_json" not in f or "iteration" not in f:
+        raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
+    saved = json.loads(str(f["config_json"]))
+    current = model.cfg.to_dict()
+    # Checkpoints keep only what JSON keeps: compare through JSON too (tuples -> lists).
+    current = json.loads(json.dumps(current))
+    differ = sorted(k for k in set(saved) | set(current)
+                    if k != "iters" and saved.get(k) != current.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+                           for k in differ[:5])
+        raise CheckpointMismatch(f"checkpoint {path} was made with another config ({detail})")
+    model.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("param/")})
+    optimizer.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("optim/")})
+    return int(f["iteration"])
 
 
 def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=250,
