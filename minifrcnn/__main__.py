@@ -29,17 +29,17 @@ SHAPES_TEST_IMAGES = 300
 def load_split(dataset, data_dir, split, data_seed=0, num_images=None, class_names=None):
     """(samples, class_names) for a split of `dataset` ("shapes" or "voc").
 
-    shapes: read from data_dir if it holds a VOC folder with that split, else made on the fly
-    from data_seed (the same data every time). voc: data_dir is required.
+    shapes: made on the fly from data_seed (the same data every time), or read from data_dir
+    when one is given (a VOC folder written by make-shapes). voc: data_dir is required.
+    A data_dir that is missing, or lacks the split, is an error (never a silent fallback).
     """
     from .data import shapes
     from .data.voc import VOCDataset
-    if dataset == "shapes" and not (data_dir and _has_split(data_dir, split)):
+    if dataset == "shapes" and not data_dir:
         if num_images is None:
             num_images = SHAPES_TRAIN_IMAGES if split == "train" else SHAPES_TEST_IMAGES
         return shapes.make_split(split, num_images, seed=data_seed), tuple(shapes.CLASS_NAMES)
-    if not data_dir:
-        raise ValueError(f"--data-dir: required for --dataset {dataset}")
+    _check_data_dir(dataset, data_dir)
     ds = VOCDataset(data_dir, split, class_names=class_names)
     samples = [ds[i] for i in range(len(ds))]
     if num_images is not None:
@@ -47,8 +47,51 @@ def load_split(dataset, data_dir, split, data_seed=0, num_images=None, class_nam
     return samples, tuple(ds.class_names)
 
 
-def _has_split(data_dir, split):
-    return os.path.exists(os.path.join(data_dir, "ImageSets", "Main", f"{split}.txt"))
+def _check_data_dir(dataset, data_dir):
+    if not data_dir:
+        raise ValueError(f"--data-dir: required for --dataset {dataset}")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"--data-dir {data_dir}: no such folder")
+
+
+def _check_split(data_dir, split):
+    """A ValueError naming the folder and the split file when data_dir lacks that split."""
+    from .data.voc import read_split_file
+    read_split_file(data_dir, split)
+
+
+# --- argument checks ----------------------------------------------------------------------------
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _check_output_file(path, flag, kinds=None):
+    """Before any work: path must name a file in an existing folder, of one of `kinds` (extensions)."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a folder, expected a file name")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if kinds is not None and ext not in kinds:
+        raise ValueError(f"{flag} {path}: expected one of the file types {', '.join(sorted(kinds))}")
+
+
+def _check_output_folder(path, flag):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a file, expected a folder")
+
+
+RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl", "step1")   # what a training run leaves
 
 
 def config_for_data(samples, class_names, seed=0, min_size=None, max_size=None, **overrides):
@@ -80,6 +123,16 @@ def cmd_make_shapes(args):
 def cmd_train(args):
     from .train import train
     device = resolve_device(args.device)
+    _check_output_folder(args.out, "--out")
+    earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(args.out, f))]
+    if earlier and not (args.resume or args.overwrite):
+        raise ValueError(f"--out {args.out}: already holds a training run ({', '.join(earlier)}); "
+                         "continue it with --resume, start it again with --overwrite, or "
+                         "choose another folder")
+    if args.data_dir or args.dataset == "voc":       # both splits exist, before any training
+        _check_data_dir(args.dataset, args.data_dir)
+        for split in ("train",) + (() if args.no_eval else ("test",)):
+            _check_split(args.data_dir, split)
     samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
                                       args.train_images)
     if not samples:
@@ -90,6 +143,17 @@ def cmd_train(args):
         overrides["lr_steps"] = (int(args.iters * 0.8),)
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
                           max_size=args.max_size, **overrides)
+    for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
+        if value is not None and value < cfg.feat_stride:
+            raise ValueError(f"{flag} {value}: at least {cfg.feat_stride} px (the backbone's "
+                             "stride: smaller images have no feature-map cell)")
+    if args.max_size is not None and cfg.image_max_size < cfg.image_min_size:
+        raise ValueError(f"--max-size {args.max_size}: at least the shorter side "
+                         f"({cfg.image_min_size} px, --min-size or the data's)")
+    if args.overwrite and not args.resume:
+        for f in RUN_FILES[:3]:                         # start again: the old run's files go
+            if os.path.exists(os.path.join(args.out, f)):
+                os.remove(os.path.join(args.out, f))
     schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
                 f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
     print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
@@ -138,8 +202,13 @@ def cmd_experiment(args):
 
 
 def cmd_evaluate(args):
+    from matplotlib.backend_bases import FigureCanvasBase
     from .model import FasterRCNN
     device = resolve_device(args.device)
+    _check_output_file(args.json, "--json")
+    _check_output_file(args.pr_curves, "--pr-curves", FigureCanvasBase.get_supported_filetypes())
+    if args.dataset == "voc" or args.data_dir:
+        _check_data_dir(args.dataset, args.data_dir)
     model = FasterRCNN.load(args.checkpoint, device=device)
     trained = tuple(model.cfg.class_names)
     if args.dataset == "voc":
@@ -192,7 +261,11 @@ def cmd_detect(args):
 
 
 def cmd_bench(args):
-    from .bench import run_bench
+    from .bench import CASES, run_bench
+    unknown = sorted(set(args.only or ()) - set(CASES))
+    if unknown:
+        raise ValueError(f"--only {' '.join(unknown)}: unknown group; the groups are "
+                         f"{', '.join(CASES)}")
     run_bench(args.device, repeat=args.repeat, only=args.only)
 
 
@@ -203,8 +276,8 @@ def build_parser():
 
     s = sub.add_parser("make-shapes", help="write the synthetic shapes data as a VOC folder")
     s.add_argument("--out", required=True, help="folder to write (VOC layout)")
-    s.add_argument("--train-images", type=int, default=SHAPES_TRAIN_IMAGES)
-    s.add_argument("--test-images", type=int, default=SHAPES_TEST_IMAGES)
+    s.add_argument("--train-images", type=positive_int, default=SHAPES_TRAIN_IMAGES)
+    s.add_argument("--test-images", type=positive_int, default=SHAPES_TEST_IMAGES)
     s.add_argument("--data-seed", type=int, default=0)
     s.set_defaults(func=cmd_make_shapes)
 
@@ -212,20 +285,22 @@ def build_parser():
     s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
     s.add_argument("--data-dir", help="VOC folder (required for voc; optional for shapes)")
     s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.npz")
-    s.add_argument("--iters", type=int, help="iterations (default: the config's)")
+    s.add_argument("--iters", type=positive_int, help="iterations (default: the config's)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: $MINIFRCNN_DEVICE or cpu")
     s.add_argument("--scheme", choices=["joint", "alternating"], default="joint",
                    help="approximate joint training, or the paper's 4-step alternating training")
-    s.add_argument("--step-iters", type=int, nargs=4, metavar="N",
+    s.add_argument("--step-iters", type=positive_int, nargs=4, metavar="N",
                    help="alternating: iterations of steps 1-4 (default: --iters split 2:1:2:1)")
     s.add_argument("--seed", type=int, default=0, help="seed of the weights and sampling")
     s.add_argument("--data-seed", type=int, default=0, help="seed of the generated shapes data")
-    s.add_argument("--train-images", type=int, help="use only the first N training images")
-    s.add_argument("--min-size", type=int, help="shorter image side (default: from the data)")
-    s.add_argument("--max-size", type=int, help="longest image side cap")
+    s.add_argument("--train-images", type=positive_int, help="use only the first N training images")
+    s.add_argument("--min-size", type=positive_int, help="shorter image side (default: from the data)")
+    s.add_argument("--max-size", type=positive_int, help="longest image side cap")
     s.add_argument("--backbone-weights", help="start the backbone from this npz (see pretrain)")
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
-    s.add_argument("--checkpoint-every", type=int, default=250)
+    s.add_argument("--overwrite", action="store_true",
+                   help="start again in an --out folder that holds an earlier run (its files go)")
+    s.add_argument("--checkpoint-every", type=positive_int, default=250)
     s.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
@@ -235,10 +310,10 @@ def build_parser():
     s.add_argument("--data-dir")
     s.add_argument("--out", required=True, help="npz file for the backbone weights")
     s.add_argument("--backbone", default="small", choices=["tiny", "small", "zf", "vgg16"])
-    s.add_argument("--iters", type=int, default=1000)
+    s.add_argument("--iters", type=positive_int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--data-seed", type=int, default=0)
-    s.add_argument("--train-images", type=int)
+    s.add_argument("--train-images", type=positive_int)
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_pretrain)
 
@@ -246,10 +321,10 @@ def build_parser():
     s.add_argument("name", choices=["schemes", "anchors", "lambda", "proposals", "sharing",
                                     "pretrain"])
     s.add_argument("--out", default="runs/experiments", help="folder for the tables and plots")
-    s.add_argument("--seeds", type=int, default=2)
-    s.add_argument("--iters", type=int, default=2000, help="training iterations per run")
-    s.add_argument("--train-images", type=int, default=1000)
-    s.add_argument("--test-images", type=int, default=200)
+    s.add_argument("--seeds", type=positive_int, default=2)
+    s.add_argument("--iters", type=positive_int, default=2000, help="training iterations per run")
+    s.add_argument("--train-images", type=positive_int, default=1000)
+    s.add_argument("--test-images", type=positive_int, default=200)
     s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_experiment)
@@ -276,7 +351,7 @@ def build_parser():
 
     s = sub.add_parser("bench", help="time the ops (and torch's, if installed)")
     s.add_argument("--device", choices=["cpu", "cuda"])
-    s.add_argument("--repeat", type=int, default=10)
+    s.add_argument("--repeat", type=positive_int, default=10)
     s.add_argument("--only", nargs="*", help="groups to run (conv pool linear ...)")
     s.set_defaults(func=cmd_bench)
     return p
@@ -288,7 +363,7 @@ def main(argv=None):
         args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, DeviceError, TrainingDiverged) as e:
+    except (ValueError, OSError, DeviceError, TrainingDiverged) as e:   # OSError names its file
         if os.environ.get("MINIFRCNN_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)

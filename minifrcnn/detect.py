@@ -25,7 +25,7 @@ def read_image(path):
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"image {path}: cannot read it ({e})") from None
 
 
@@ -66,23 +66,48 @@ def draw_detections(image, det, class_names, score_threshold=0.5, ax=None):
     return ax
 
 
+def output_paths(image_paths, out_dir):
+    """<out_dir>/<name>.png for each image; a ValueError if one would overwrite an input image
+    or two images would be drawn to the same file (a.png and a.jpg, or dir1/a.png and dir2/a.png).
+    """
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir}: is a file, expected a folder")
+    outs = [os.path.join(out_dir, os.path.splitext(os.path.basename(p))[0] + ".png")
+            for p in image_paths]
+    inputs = {os.path.realpath(p): p for p in image_paths}
+    first = {}
+    for path, out in zip(image_paths, outs):
+        real = os.path.realpath(out)
+        if real in inputs:
+            raise ValueError(f"--out {out_dir}: drawing {path} would overwrite the input image "
+                             f"{inputs[real]}; choose another folder")
+        if real in first and os.path.realpath(first[real]) != os.path.realpath(path):
+            raise ValueError(f"images {first[real]} and {path} would both be drawn to {out}; "
+                             "rename one or detect them in two runs")
+        first.setdefault(real, path)
+    return outs
+
+
 def detect_files(checkpoint, image_paths, out_dir, device=None, score_threshold=0.5):
     """Detect on each image file and write <out_dir>/<name>.png with the boxes drawn.
 
-    Every file is read first, so a bad one stops the run before anything is written.
-    Returns the written paths.
+    Every file is read, and every output name checked (output_paths), first, so a bad one
+    stops the run before anything is written. Returns the written paths.
     """
     from .model import FasterRCNN
+    outs = output_paths(image_paths, out_dir)
     model = FasterRCNN.load(checkpoint, device=device)
     images = [read_image(p) for p in image_paths]
+    for path, image in zip(image_paths, images):
+        model.check_image(image, f"image {path}")
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for path, image, det in zip(image_paths, images, predict_dataset(model, [{"image": i} for i in images])):
+    for path, out, image, det in zip(image_paths, outs, images,
+                                     predict_dataset(model, [{"image": i} for i in images])):
         fig, ax = offscreen_figure((6, 6 * image.shape[0] / image.shape[1]))
         draw_detections(image, det, model.cfg.class_names, score_threshold, ax)
         ax.set_title(f"{os.path.basename(path)}: {int((det['scores'] >= score_threshold).sum())} "
                      f"detections (score >= {score_threshold})")
-        out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         fig.savefig(out, dpi=100, bbox_inches="tight")
         written.append(out)
     return written

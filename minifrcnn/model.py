@@ -28,9 +28,10 @@ from .backbones import backbone_channels, backbone_stride, build_backbone
 from .backend import device_of, get_array_module, to_device, to_numpy
 from .boxes import batched_nms, clip_boxes, decode
 from .config import Config
-from .data.transforms import normalize, resize_image, resize_scale, to_batch
+from .data.transforms import normalize, resize_image, resize_scale, resized_shape, to_batch
 from .fast_rcnn import FastRCNNHead, fast_rcnn_loss
 from .layers import Module
+from .npz import read_npz, write_npz
 from .proposal_targets import proposal_targets
 from .proposals import proposal_layer
 from .rpn import RPNHead, rpn_loss
@@ -228,6 +229,24 @@ class FasterRCNN(Module):
             self.backbone.backward(dfeat)
 
     # --- inference ----------------------------------------------------------------------
+    def check_image(self, img, name):
+        """A ValueError naming `name` unless img is an HxWx3 uint8 array that this model can
+        take: after resizing, each side at least the backbone's stride (one feature-map cell).
+        Returns the resize factor.
+        """
+        cfg = self.cfg
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"{name}: expected an HxWx3 uint8 array, got shape "
+                             f"{img.shape} dtype {img.dtype}")
+        h, w = img.shape[:2]
+        s = resize_scale(h, w, cfg.image_min_size, cfg.image_max_size, cfg.allow_upscale)
+        nh, nw = resized_shape(h, w, s)
+        if min(nh, nw) < cfg.feat_stride:
+            raise ValueError(f"{name}: {w}x{h} px is too small for this model ({nw}x{nh} after "
+                             f"resizing; the backbone's stride is {cfg.feat_stride}, so each "
+                             f"side needs at least {cfg.feat_stride} px)")
+        return s
+
     def preprocess(self, images):
         """Resize and normalise a list of HxWx3 uint8 images into one padded batch.
 
@@ -237,11 +256,7 @@ class FasterRCNN(Module):
         arrays, sizes, scales = [], [], []
         for k, img in enumerate(images):
             img = np.asarray(img)
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"image {k}: expected an HxWx3 uint8 array, got shape "
-                                 f"{img.shape} dtype {img.dtype}")
-            s = resize_scale(img.shape[0], img.shape[1], cfg.image_min_size, cfg.image_max_size,
-                             cfg.allow_upscale)
+            s = self.check_image(img, f"image {k}")
             resized = resize_image(img, s) if s != 1.0 else img
             arrays.append(normalize(resized, cfg.pixel_mean, cfg.pixel_std))
             scales.append(s)
@@ -335,21 +350,19 @@ class FasterRCNN(Module):
         arrays = {f"param/{name}": to_numpy(p.data) for name, p in self.named_parameters()}
         arrays["config_json"] = np.array(json.dumps(self.cfg.to_dict()))
         arrays["format"] = np.array(CHECKPOINT_FORMAT)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path, device=None):
         """A model from a file written by save(); device None keeps the CPU."""
+        arrays = read_npz(path, "checkpoint")
+        if "config_json" not in arrays or "format" not in arrays:
+            raise ValueError(f"checkpoint {path}: not a minifrcnn model checkpoint (no config_json)")
         try:
-            with np.load(path, allow_pickle=False) as f:
-                files = set(f.files)
-                if "config_json" not in files or "format" not in files:
-                    raise ValueError("not a minifrcnn model checkpoint (no config_json)")
-                cfg = Config.from_dict(json.loads(str(f["config_json"])))
-                weights = {k[len("param/"):]: f[k] for k in files if k.startswith("param/")}
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"checkpoint {path}: {e}") from None
+            cfg = Config.from_dict(json.loads(str(arrays["config_json"])))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"checkpoint {path}: its config cannot be read ({e})") from None
+        weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
         model = cls(cfg)
         try:
             model.load_state_dict(weights)

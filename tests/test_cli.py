@@ -116,3 +116,104 @@ def test_config_is_sized_to_the_data():
     big = [{"image": np.zeros((480, 640, 3), np.uint8)}]
     assert config_for_data(big, ("a",)).image_min_size == 480
     assert config_for_data(big, ("a",), min_size=300).image_min_size == 300
+
+
+# --- bad input found by an audit (2026-11-26): each is one line naming the culprit, and loses nothing
+
+
+def one_line_error(code, err, *names):
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for name in names:
+        assert name in err, (name, err)
+
+
+def test_damaged_checkpoints_are_one_line_naming_the_file(capsys, checkpoint, tmp_path):
+    data = open(checkpoint, "rb").read()
+    (tmp_path / "cut.npz").write_bytes(data[:2000])
+    (tmp_path / "zero.npz").write_bytes(b"")
+    for name in ("cut.npz", "zero.npz"):
+        path = str(tmp_path / name)
+        one_line_error(*run(capsys, "evaluate", "--checkpoint", path)[::2], name)
+        one_line_error(*run(capsys, "detect", "--checkpoint", path, path, "--out",
+                            str(tmp_path / "o"))[::2], name)
+
+
+def test_bad_numbers_are_refused_by_the_parser(capsys):
+    for argv in (["train", "--out", "r", "--iters", "0"],
+                 ["train", "--out", "r", "--checkpoint-every", "0"],
+                 ["train", "--out", "r", "--min-size", "-10"],
+                 ["train", "--out", "r", "--scheme", "alternating", "--step-iters", "1", "0", "1", "1"],
+                 ["bench", "--repeat", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_train_does_not_overwrite_an_earlier_run(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "losses.jsonl").write_text('{"iter": 0}\n')
+    code, _, err = run(capsys, "train", "--out", str(run_dir), "--iters", "1", "--no-eval",
+                       "--train-images", "2", "--no-progress")
+    one_line_error(code, err, "--out", "already holds a training run", "--resume", "--overwrite")
+    assert (run_dir / "losses.jsonl").read_text() == '{"iter": 0}\n'
+    code, _, err = run(capsys, "train", "--out", str(run_dir), "--iters", "1", "--no-eval",
+                       "--train-images", "2", "--no-progress", "--overwrite")
+    assert code == 0, err
+    assert [json.loads(line)["iter"] for line in open(run_dir / "losses.jsonl")] == [0]
+    assert "lr" in json.loads((run_dir / "losses.jsonl").read_text())
+    FasterRCNN.load(str(run_dir / "model.npz"))
+
+
+def test_out_and_output_files_are_checked_before_any_work(capsys, checkpoint, tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me")
+    one_line_error(*run(capsys, "train", "--out", str(a_file), "--iters", "1")[::2],
+                   "--out", "is a file")
+    one_line_error(*run(capsys, "detect", "--checkpoint", checkpoint, str(a_file),
+                        "--out", str(a_file))[::2], "--out", "is a file")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint,
+                        "--json", str(tmp_path))[::2], "--json", "is a folder")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint,
+                        "--pr-curves", str(tmp_path / "pr.unknownext"))[::2], "--pr-curves")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint,
+                        "--json", str(tmp_path / "no" / "such" / "e.json"))[::2], "--json")
+    assert a_file.read_text() == "keep me"
+
+
+def test_detect_never_overwrites_an_input_image(capsys, checkpoint, tmp_path):
+    from PIL import Image
+    img = shapes.make_split("x", 1, size=64)[0]["image"]
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(img).save(tmp_path / folder / "a.png")
+    before = (tmp_path / "one" / "a.png").read_bytes()
+    one_line_error(*run(capsys, "detect", "--checkpoint", checkpoint, str(tmp_path / "one" / "a.png"),
+                        "--out", str(tmp_path / "one"))[::2], "would overwrite the input image")
+    assert (tmp_path / "one" / "a.png").read_bytes() == before
+    one_line_error(*run(capsys, "detect", "--checkpoint", checkpoint, str(tmp_path / "one" / "a.png"),
+                        str(tmp_path / "two" / "a.png"), "--out", str(tmp_path / "d"))[::2],
+                   "would both be drawn to")
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_image_too_small_for_the_model_is_named(capsys, checkpoint, tmp_path):
+    from PIL import Image
+    Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(tmp_path / "dot.png")
+    one_line_error(*run(capsys, "detect", "--checkpoint", checkpoint, str(tmp_path / "dot.png"),
+                        "--out", str(tmp_path / "o"))[::2], "dot.png", "too small")
+
+
+def test_a_data_dir_is_never_ignored(capsys, checkpoint, voc_dir, tmp_path):
+    one_line_error(*run(capsys, "train", "--out", str(tmp_path / "r"), "--data-dir",
+                        str(tmp_path / "nowhere"))[::2], "--data-dir", "nowhere")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint, "--dataset", "shapes",
+                        "--data-dir", voc_dir, "--split", "val")[::2], "val.txt", "splits there")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint, "--dataset", "voc")[::2],
+                   "--data-dir")
+
+
+def test_bench_names_an_unknown_group(capsys):
+    one_line_error(*run(capsys, "bench", "--only", "nonexistent")[::2], "nonexistent", "conv")

@@ -184,6 +184,13 @@ def test_non_numeric_coordinate(tmp_path):
         VOCDataset(root, "train")
 
 
+def test_nan_coordinate(tmp_path):
+    """float("nan") parses, and NaN fails every comparison, so the box checks alone let it in."""
+    root = make_voc(tmp_path, {"a": ([_obj("x", "nan", 1, 5, 5)], (40, 30), True)})
+    with pytest.raises(DatasetError, match=r"a\.xml: object 0 \(x\): <xmin> is 'nan', expected a finite"):
+        VOCDataset(root, "train")
+
+
 def test_unknown_class_name(good_voc):
     with pytest.raises(DatasetError, match=r"a\.xml: unknown class name 'dog'"):
         VOCDataset(good_voc, "train", class_names=("cat", "bird"))

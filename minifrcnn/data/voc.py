@@ -41,6 +41,7 @@ instead (for exports from tools that round outwards by a pixel).
 
 Host-side code (NumPy, PIL, xml.etree): images are read on the CPU.
 """
+import math
 import os
 import xml.etree.ElementTree as ET
 
@@ -74,9 +75,12 @@ def _number(node, tag, where):
     if text is None:
         raise DatasetError(f"{where}: missing <{tag}>")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DatasetError(f"{where}: <{tag}> is {text!r}, expected a number") from None
+    if not math.isfinite(value):        # "nan" would pass every later comparison
+        raise DatasetError(f"{where}: <{tag}> is {text!r}, expected a finite number")
+    return value
 
 
 def parse_voc_xml(path):
