@@ -240,10 +240,15 @@ def test_coco_difficult_and_duplicates_and_max_detections():
     gts = [gt([A, B], [1, 1], difficult=[False, True])]
     r = coco_map([det([B, A, A], [0.95, 0.9, 0.8], [1, 1, 1])], gts)
     assert r["map"] == pytest.approx(1.0) and r["num_gt"] == {"1": 1}
-    # a duplicate ranked first: FP then TP: precision .5 at recall 1 everywhere
+    # two identical detections of one gt: the first claims it (TP), the second is a FP after
+    # it, which cannot lower the envelope: AP stays 1
     r = coco_map([det([[0, 0, 10, 10], [0, 0, 10, 10]], [0.9, 0.8], [1, 1])],
                  [gt([A], [1])])
-    assert r["map"] == pytest.approx(1.0)          # the first claim wins: TP, then FP
+    assert r["map"] == pytest.approx(1.0)
+    # a duplicate ranked above a true positive does count: TP (A), FP (A again), TP (B):
+    # the same curve as test_coco_hand_computed_101_points, AP = (51 + 50 * 2/3) / 101
+    r = coco_map([det([A, A, B], [0.9, 0.8, 0.7], [1, 1, 1])], [gt([A, B], [1, 1])])
+    assert r["map"] == pytest.approx((51 + 100 / 3) / 101)
     # only the best max_detections per image and class are kept
     two = [det([A, B], [0.9, 0.8], [1, 1])]
     assert coco_map(two, [gt([A, B], [1, 1])], max_detections=1)["map"] == pytest.approx(
@@ -305,3 +310,25 @@ def test_table_and_plot(tmp_path):
     with open(path, "rb") as f:
         data = f.read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_coco_matching_prefers_a_normal_gt_to_a_difficult_one():
+    """pycocotools' rule: once a detection has a normal gt above the threshold, the difficult
+    (ignored) gts after it are not looked at, even with a higher IoU."""
+    from minifrcnn.evaluate import coco_match_image
+    ious = np.array([[0.6, 0.9]])                       # gts sorted normal first, then difficult
+    matched, ignored = coco_match_image(ious, np.array([False, True]), [0.5])
+    assert matched.tolist() == [[True]] and ignored.tolist() == [[False]]
+    # above the normal gt's IoU only the difficult gt is left: matched, and ignored
+    matched, ignored = coco_match_image(ious, np.array([False, True]), [0.7])
+    assert matched.tolist() == [[True]] and ignored.tolist() == [[True]]
+
+
+def test_coco_matching_on_an_iou_tie_the_later_gt_wins():
+    """">=" in pycocotools' loop: detection 0 ties between gts 0 and 1 and takes gt 1, so
+    detection 1, which overlaps only gt 1, finds it taken and is a false positive."""
+    from minifrcnn.evaluate import coco_match_image
+    ious = np.array([[0.7, 0.7],
+                     [0.0, 0.7]])
+    matched, _ = coco_match_image(ious, np.array([False, False]), [0.5])
+    assert matched.tolist() == [[True, False]]

@@ -130,6 +130,17 @@ def test_predict_formats_and_original_coordinates():
         assert (d["boxes"][:, [1, 3]] <= img.shape[0]).all()
         assert ((d["labels"] >= 1) & (d["labels"] <= 2)).all()
         assert (np.diff(d["scores"]) <= 1e-6).all() or len(d["scores"]) < 2
+    # original coordinates: predict's boxes are detect's (in the resized batch) divided by
+    # each image's resize factor, then clipped to the original image
+    batch, sizes, scales = model.preprocess(imgs)
+    assert scales[0] != 1.0 and scales[0] != scales[1]          # both images were resized
+    resized = model.detect(batch, sizes, scales)
+    for d, r, s, img in zip(dets, resized, scales, imgs):
+        assert len(d["boxes"]) == len(r["boxes"]) > 0
+        h, w = img.shape[:2]
+        want = np.clip(r["boxes"] / s, 0, [w, h, w, h])
+        np.testing.assert_allclose(d["boxes"], want, rtol=1e-5, atol=1e-4)
+        assert (d["boxes"] >= 0).all()
     # the same images as an (N, 3, H, W) float batch in [0, 1] take the same road
     same = model.predict([imgs[0], imgs[0]])
     floats = np.stack([imgs[0]] * 2).transpose(0, 3, 1, 2).astype(np.float32) / 255
@@ -141,11 +152,17 @@ def test_predict_formats_and_original_coordinates():
 
 
 def test_save_load_round_trip(tmp_path):
-    model = FasterRCNN(tiny_config(score_threshold=0.0), rng=np.random.default_rng(0))
+    # rng 123, not the config's seed 0: a load that ignored the saved weights would build
+    # different ones from the config's seed, and the checks below would see it
+    model = FasterRCNN(tiny_config(score_threshold=0.0), rng=np.random.default_rng(123))
     img = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     model.save(tmp_path / "m.npz")
     loaded = FasterRCNN.load(tmp_path / "m.npz")
     assert loaded.cfg == model.cfg
+    fresh = dict(FasterRCNN(tiny_config(score_threshold=0.0)).named_parameters())
+    for name, p in loaded.named_parameters():
+        np.testing.assert_array_equal(p.data, dict(model.named_parameters())[name].data, err_msg=name)
+        assert not np.array_equal(p.data, fresh[name].data) or not p.data.any(), name
     a, b = model.predict([img])[0], loaded.predict([img])[0]
     np.testing.assert_array_equal(a["boxes"], b["boxes"])
     np.testing.assert_array_equal(a["scores"], b["scores"])

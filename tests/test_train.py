@@ -33,6 +33,18 @@ def losses(run_dir):
     return [(r["iter"], r["total"], r["lr"]) for r in read_log(os.path.join(run_dir, "losses.jsonl"))]
 
 
+def record_iterations(monkeypatch):
+    """Patch train_step to note each iteration it runs; returns the list it fills."""
+    done, real_step = [], train_mod.train_step
+
+    def step(model, optimizer, dataset, cfg, it, *args):
+        done.append(it)
+        return real_step(model, optimizer, dataset, cfg, it, *args)
+
+    monkeypatch.setattr(train_mod, "train_step", step)
+    return done
+
+
 def test_run_folder_contents(tmp_path, data):
     train(tiny_config(), data, str(tmp_path), progress=False, checkpoint_every=3, log=lambda *_: None)
     for name in ("checkpoint.npz", "model.npz", "losses.jsonl", "loss_curve.png"):
@@ -44,12 +56,14 @@ def test_run_folder_contents(tmp_path, data):
     FasterRCNN.load(tmp_path / "model.npz")
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, data):
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, data, monkeypatch):
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     quiet = {"progress": False, "log": lambda *_: None}
     train(tiny_config(), data, full, checkpoint_every=100, **quiet)
     train(tiny_config(iters=3), data, part, checkpoint_every=100, **quiet)   # stops after 3
+    done = record_iterations(monkeypatch)
     train(tiny_config(), data, part, resume=True, checkpoint_every=100, **quiet)
+    assert done == [3, 4, 5]          # continued from the checkpoint, not retrained from 0
     assert losses(part) == losses(full)
     a, b = FasterRCNN.load(os.path.join(full, "model.npz")), FasterRCNN.load(os.path.join(part, "model.npz"))
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
@@ -90,8 +104,11 @@ def test_a_real_nan_is_caught_before_the_weights_change(tmp_path, data):
     """Poison the weights: the loss is NaN at once and the step never updates anything."""
     model = FasterRCNN(tiny_config())
     model.head.cls.weight.data[...] = np.nan
+    before = {name: p.data.copy() for name, p in model.named_parameters()}
     with pytest.raises(TrainingDiverged, match="iteration 0.*none written yet"):
         train(tiny_config(), data, str(tmp_path), model=model, progress=False)
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name], err_msg=name)   # NaN == NaN here
 
 
 def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
@@ -111,7 +128,9 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
     with np.load(os.path.join(run, "checkpoint.npz")) as f:
         assert int(f["iteration"]) == 3               # iteration 2 finished, then saved
     monkeypatch.setattr(train_mod, "train_step", real_step)
+    done = record_iterations(monkeypatch)
     train(tiny_config(), data, run, resume=True, **quiet)
+    assert done == [3, 4, 5]
     assert losses(run) == losses(full)
 
 
