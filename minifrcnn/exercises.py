@@ -518,6 +518,9 @@ def _encode_cases():
         ("12 random pairs", refs, targets, None, "Row i of the result moves ref[i] onto target[i]."),
         ("12 random pairs, the head's weights (10, 10, 5, 5)", refs, targets, HEAD_WEIGHTS,
          "The weights multiply: (wx * tx, wy * ty, ww * tw, wh * th)."),
+        ("12 random pairs, weights (1, 2, 3, 4): one weight per coordinate", refs, targets,
+         (1.0, 2.0, 3.0, 4.0),
+         "weights = (wx, wy, ww, wh) in that order: wx multiplies tx, wy ty, ww tw and wh th."),
     ]
 
 
@@ -568,9 +571,15 @@ def check_decode(decode):
         ("12 random boxes and deltas", refs, deltas, None, "Row i applies deltas[i] to ref[i]."),
         ("the head's weights (10, 10, 5, 5)", refs, deltas * 5, HEAD_WEIGHTS,
          "Decode divides by the weights first: tx / wx, ty / wy, tw / ww, th / wh."),
+        ("weights (1, 2, 3, 4): one weight per coordinate", refs, deltas, (1.0, 2.0, 3.0, 4.0),
+         "weights = (wx, wy, ww, wh) in that order: tx / wx, ty / wy, tw / ww, th / wh."),
         ("a huge tw = th = 20: clamp before exp", ref, np.array([[0, 0, 20.0, 20.0]]), None,
          "Clamp tw and th at log(1000 / 16) = 4.135 (np.minimum) before np.exp, as the library does: "
          "a box never grows more than 62.5 times."),
+        ("a very negative tw = th = -10: only large values are clamped", ref,
+         np.array([[0, 0, -10.0, -10.0]]), None,
+         "The clamp is one-sided, np.minimum(tw, log(1000 / 16)): a box may shrink as much as the "
+         "deltas say (exp(-10) * wa here), it only may not grow more than 62.5 times."),
         ("decode(ref, encode(ref, target)) gives target back", refs, _boxes.encode(refs, targets), None,
          "decode must undo encode exactly."),
     ]
@@ -655,6 +664,12 @@ def _compare_indices(expected, got):
     return None
 
 
+# 20 scores with ties (two values): NumPy's default (unstable) argsort of these puts index 6
+# before index 5, the stable one does not
+TIED_SCORES = [0.5, 0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.5, 0.9,
+               0.9, 0.5, 0.5, 0.9, 0.9, 0.9, 0.5, 0.9, 0.9, 0.9]
+
+
 def check_nms(nms):
     """Check nms(boxes, scores, iou_threshold) -> (K,) integer indices of the kept boxes.
 
@@ -675,6 +690,11 @@ def check_nms(nms):
          "These boxes have IoU exactly 0.5: a box is suppressed only when IoU > threshold (strictly)."),
         ("equal scores: lower index first", _box_array(square, [50, 50, 60, 60], square), [0.5, 0.5, 0.5], 0.5,
          "With equal scores visit the lower index first: np.argsort(-scores, kind='stable')."),
+        ("20 identical boxes, many equal scores: the lowest index of the best wins",
+         _box_array(*[square] * 20), TIED_SCORES, 0.5,
+         "Boxes 5, 6, 7, 9, ... share the top score; visited lower index first, box 5 is kept and "
+         "suppresses the rest. NumPy's default argsort is not stable for 17 or more elements "
+         "(equal scores may come out in any order): use np.argsort(-scores, kind='stable')."),
         ("a chain: only kept boxes suppress", _box_array(square, [5, 0, 15, 10], [10, 0, 20, 10]),
          [0.9, 0.8, 0.7], 0.3,
          "Box 1 is suppressed by box 0; box 2 overlaps only box 1, which was removed, so box 2 stays. "
@@ -696,7 +716,9 @@ def check_nms(nms):
         cases.append(Case(name, (b, s, thr), expected=_boxes.nms(b, s, thr), hint=hint, note="seeded random"))
     mistakes = [
         (_same_as(lambda b, s, t: _nms_variant(b, s, t, strict=False), _compare_indices),
-         "Suppress a box only when its IoU is > iou_threshold (strictly); you used >=."),
+         "Your result is what NMS gives with IoU >= iou_threshold (or with an IoU a little too "
+         "large, such as +1 in the widths): suppress only when IoU > iou_threshold, strictly, with "
+         "the IoU of exercise 01."),
         (_same_as(lambda b, s, t: _nms_variant(b, s, t, order="reversed"), _compare_indices),
          "Equal scores are visited in reverse index order: argsort(scores)[::-1] reverses ties. "
          "Use np.argsort(-scores, kind='stable') so the lower index comes first."),
@@ -833,6 +855,10 @@ def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward):
         ("large logits (1000): no overflow", np.array([[1000.0, 0.0, -1000.0], [1000.0, 1000.0, 0.0]]),
          [0, 2], None, "np.exp(1000) overflows to inf. Subtract each row's max first: "
                        "softmax(z) = softmax(z - max(z))."),
+        ("rows far apart (+1000 and -1000): each row's own max", np.array([[1000.0, 999.0],
+                                                                         [-1000.0, -1001.0]]),
+         [0, 1], None, "Subtract EACH ROW's max (z.max(axis=1, keepdims=True)), not the max of the "
+                       "whole array: exp(-1000 - 1000) is 0 in floating point, and 0 / 0 is NaN."),
         ("32 random rows, 21 classes, some ignored", big_logits, big_labels, None,
          "Check one row by hand: softmax, minus 1 at the label, divided by the kept count."),
     ]
@@ -876,12 +902,13 @@ def _roi_pool_variant(feat, rois, output_size=(7, 7), spatial_scale=1 / 16, roun
         xs, ys, xe, ye = (int(rnd(v * spatial_scale)) for v in (x1, y1, x2, y2))
         extra = 1 if plus_one else 0
         roi_w, roi_h = max(xe - xs + extra, 1), max(ye - ys + extra, 1)
+        bin_h, bin_w = roi_h / PH, roi_w / PW
         for ph in range(PH):
             for pw in range(PW):
-                h0 = min(max(math.floor(ph * roi_h / PH) + ys, 0), H)
-                h1 = min(max(math.ceil((ph + 1) * roi_h / PH) + ys, 0), H)
-                w0 = min(max(math.floor(pw * roi_w / PW) + xs, 0), W)
-                w1 = min(max(math.ceil((pw + 1) * roi_w / PW) + xs, 0), W)
+                h0 = min(max(math.floor(ph * bin_h) + ys, 0), H)
+                h1 = min(max(math.ceil((ph + 1) * bin_h) + ys, 0), H)
+                w0 = min(max(math.floor(pw * bin_w) + xs, 0), W)
+                w1 = min(max(math.ceil((pw + 1) * bin_w) + xs, 0), W)
                 if h1 <= h0 or w1 <= w0:
                     continue
                 window = feat[b, :, h0:h1, w0:w1].reshape(C, -1)
@@ -893,8 +920,9 @@ def check_roi_pool(roi_pool):
     """Check roi_pool(feat, rois, output_size=(7, 7), spatial_scale=1/16) -> (K, C, PH, PW).
 
     Compared with ops.roi_pool_forward (the Caffe / torchvision rule): corners x1 * scale, ... are
-    rounded half away from zero; roi_w = max(x_end - x_start + 1, 1); bin (ph, pw) covers rows
-    [floor(ph * roi_h / PH), ceil((ph + 1) * roi_h / PH)) + y_start and the same for columns,
+    rounded half away from zero; roi_w = max(x_end - x_start + 1, 1); with bin_h = roi_h / PH,
+    bin (ph, pw) covers rows [floor(ph * bin_h), ceil((ph + 1) * bin_h)) + y_start and the same
+    for columns,
     clipped to the map; the output is the bin's max, or 0 for an empty bin. feat: (N, C, H, W),
     rois: (K, 5) = (batch index, x1, y1, x2, y2) in image pixels; output_size is a pair (PH, PW).
     """
@@ -904,6 +932,8 @@ def check_roi_pool(roi_pool):
     f8 = rng.permutation(64).reshape(1, 1, 8, 8).astype(np.float64)
     fneg = -rng.uniform(1, 2, (1, 2, 4, 4))
     fbatch = rng.normal(0, 1, (2, 2, 5, 5))
+    f69 = rng.permutation(54).reshape(1, 1, 6, 9).astype(np.float64)    # not square: H != W
+    f32 = np.arange(32 * 32, dtype=np.float64).reshape(1, 1, 32, 32)    # grows with row and column
     frand = rng.normal(0, 1, (2, 3, 16, 16))
     xy = rng.uniform(-16, 120, (6, 2))
     wh = rng.uniform(4, 80, (6, 2))
@@ -934,6 +964,16 @@ def check_roi_pool(roi_pool):
          "Column 0 of a RoI is its image in the batch: pool from feat[int(roi[0])]."),
         ("a malformed RoI (x2 < x1) becomes one cell", f6, R([0, 3, 3, 1, 1]), (2, 2), 1.0,
          "roi_w = max(x_end - x_start + 1, 1): a RoI whose corners cross is 1 x 1 cell."),
+        ("a 2 x 3 output (PH = 2 rows, PW = 3 columns)", f6, R([0, 0, 0, 5, 5]), (2, 3), 1.0,
+         "output_size = (PH, PW): PH bins down the rows, PW across the columns; the result is (K, C, PH, PW)."),
+        ("a 6 x 9 map (H = 6 rows, W = 9 columns)", f69, R([0, 2, 1, 12, 7]), (2, 2), 1.0,
+         "Rows are clipped to H and columns to W: feat.shape is (N, C, H, W)."),
+        ("x1 = -8 at scale 1/16: -0.5 rounds to -1", f4, R([0, -8, -8, 40, 40]), (2, 2), 1 / 16,
+         "Half away from zero works on negative values too: -0.5 -> -1 (floor(v + 0.5) gives 0)."),
+        ("bin edges in floating point: 29 cells in 7 bins", f32, R([0, 0, 0, 28, 28]), (7, 7), 1.0,
+         "Compute bin_h = roi_h / PH first, then ceil((ph + 1) * bin_h), as the library does: "
+         "29 / 7 * 7 is 29.000000000000004 in floating point, so the last bin ends at row 30, "
+         "while (ph + 1) * 29 / 7 would give exactly 29."),
         ("6 random RoIs, 7 x 7 output, scale 1/8", frand, rand_rois, (7, 7), 1 / 8,
          "Compare one bin by hand: corners, bin edges, clipping, max."),
     ]

@@ -275,7 +275,7 @@ WRONG = [
     ("check_grid_anchors", grid_x_outer, "loop over y (rows) outside"),
     ("check_encode", encode_corners, "CENTRE"),
     ("check_decode", decode_without_clamp, "BBOX_XFORM_CLIP"),
-    ("check_nms", nms_greater_equal, "you used >="),
+    ("check_nms", nms_greater_equal, "IoU >= iou_threshold"),
     ("check_nms", nms_reversed_ties, "reverses ties"),
     ("check_nms", nms_suppressed_boxes_suppress, "suppresses nothing"),
     ("check_smooth_l1", smooth_l1_sigma_not_squared, "not 1 / sigma"),
