@@ -13,6 +13,7 @@ file, image or argument, and exit code 2; never a traceback.
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -150,10 +151,13 @@ def cmd_train(args):
     if args.max_size is not None and cfg.image_max_size < cfg.image_min_size:
         raise ValueError(f"--max-size {args.max_size}: at least the shorter side "
                          f"({cfg.image_min_size} px, --min-size or the data's)")
-    if args.overwrite and not args.resume:
-        for f in RUN_FILES[:3]:                         # start again: the old run's files go
+    if args.overwrite and not args.resume:             # start again: the old run's files go
+        for f in RUN_FILES[:3]:
             if os.path.exists(os.path.join(args.out, f)):
                 os.remove(os.path.join(args.out, f))
+        for step in ("step1", "step2", "step3", "step4"):       # alternating training's steps
+            if os.path.isdir(os.path.join(args.out, step)):
+                shutil.rmtree(os.path.join(args.out, step))
     schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
                 f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
     print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
@@ -187,6 +191,7 @@ def cmd_train(args):
 def cmd_pretrain(args):
     from .pretrain import pretrain_backbone
     device = resolve_device(args.device)
+    _check_output_file(args.out, "--out")
     samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
                                       args.train_images)
     cfg = config_for_data(samples, class_names, seed=args.seed, backbone=args.backbone)
@@ -196,6 +201,11 @@ def cmd_pretrain(args):
 def cmd_experiment(args):
     from .experiments import run_experiment
     device = resolve_device(args.device)
+    _check_output_folder(args.out, "--out")
+    earlier = os.path.join(args.out, f"{args.name}.json")
+    if os.path.exists(earlier) and not args.overwrite:
+        raise ValueError(f"--out {args.out}: already holds the results of this experiment "
+                         f"({earlier}); choose another folder, or --overwrite to replace them")
     seeds, iters = (1, 150) if args.quick else (args.seeds, args.iters)
     run_experiment(args.name, args.out, seeds=seeds, iters=iters,
                    train_images=args.train_images, test_images=args.test_images, device=device)
@@ -246,10 +256,17 @@ def _evaluate_and_print(model, samples, class_names, json_path=None, png_path=No
                "coco_map": coco["map"], "coco_map50": coco["map50"], "coco_map75": coco["map75"],
                "num_images": len(samples), "images_per_second": len(samples) / seconds}
         with open(json_path, "w") as f:
-            json.dump(out, f, indent=2)
+            json.dump(_nan_to_null(out), f, indent=2)
     if png_path:
         plot_pr_curves(voc, png_path)
     return voc
+
+
+def _nan_to_null(value):
+    """NaN (the AP of a class without ground truth) as None, so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
 
 
 def cmd_detect(args):
@@ -326,6 +343,7 @@ def build_parser():
     s.add_argument("--train-images", type=positive_int, default=1000)
     s.add_argument("--test-images", type=positive_int, default=200)
     s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")
+    s.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_experiment)
 
@@ -352,7 +370,7 @@ def build_parser():
     s = sub.add_parser("bench", help="time the ops (and torch's, if installed)")
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.add_argument("--repeat", type=positive_int, default=10)
-    s.add_argument("--only", nargs="*", help="groups to run (conv pool linear ...)")
+    s.add_argument("--only", nargs="+", help="groups to run (conv pool linear ...)")
     s.set_defaults(func=cmd_bench)
     return p
 

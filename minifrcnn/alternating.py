@@ -21,7 +21,8 @@ import copy
 import os
 
 from .model import FasterRCNN
-from .train import train
+from .npz import read_npz
+from .train import CheckpointMismatch, config_differences, train
 
 STEPS = ("step1", "step2", "step3", "step4")
 
@@ -53,14 +54,25 @@ def train_alternating(cfg, dataset, out_dir, step_iters=None, device="cpu", resu
     def run(step, model, parts, proposer=None):
         folder = os.path.join(out_dir, step)
         done = os.path.join(folder, "model.npz")
+        n = step_iters[STEPS.index(step)]
         if resume and os.path.exists(done):
-            log(f"{step}: already trained, loading {done}")
+            # a finished step is reused only if it was made by this run: the same config
+            # (the model keeps the run's config) and the same number of iterations
             trained = FasterRCNN.load(done, device=device)
+            differ = config_differences(trained.cfg, cfg, ignore=("iters", "lr_steps"))
+            ckpt = os.path.join(folder, "checkpoint.npz")
+            ran = int(read_npz(ckpt, "checkpoint")["iteration"]) if os.path.exists(ckpt) else None
+            if not differ and ran is not None and ran != n:
+                differ = f"iterations: checkpoint {ran} vs now {n}"
+            if differ:
+                raise CheckpointMismatch(f"{done}: {step} was trained with another config "
+                                         f"({differ}); start again without --resume")
+            log(f"{step}: already trained, loading {done}")
             model.load_state_dict(trained.state_dict())
             return model
-        log(f"{step}: training {'+'.join(parts)} for {step_iters[STEPS.index(step)]} iterations")
+        log(f"{step}: training {'+'.join(parts)} for {n} iterations")
         resuming = resume and os.path.exists(os.path.join(folder, "checkpoint.npz"))
-        return train(step_config(cfg, step_iters[STEPS.index(step)]), dataset, folder,
+        return train(step_config(cfg, n), dataset, folder,
                      device=device, resume=resuming, checkpoint_every=checkpoint_every,
                      progress=progress, model=model, log=log, parts=parts, proposer=proposer)
 

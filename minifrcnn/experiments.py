@@ -22,7 +22,7 @@ import numpy as np
 from .backend import to_device
 from .data import shapes
 from .evaluate import evaluate_detections
-from .train import default_config, prepare_batch, train
+from .train import TrainingDiverged, default_config, prepare_batch, train
 
 NAMES = ("schemes", "anchors", "lambda", "proposals", "sharing", "pretrain")
 
@@ -77,32 +77,48 @@ def run_experiment(name, out_dir, seeds=2, iters=2000, train_images=1000, test_i
     data = shapes.make_split("train", train_images)
     test = shapes.make_split("test", test_images)
     runs = []
-    for seed in range(seeds):
-        trained = {}                       # (overrides, scheme) -> (model, seconds, extra)
-        for label, overrides, scheme, test_args in variants:
-            key = (json.dumps(overrides, sort_keys=True), scheme)
-            if key not in trained:
-                trained[key] = _train_variant(name, label, overrides, scheme, data, out_dir,
-                                              seed, iters, device, log)
-            model, seconds, extra = trained[key]
-            test_args = dict(test_args)
-            if test_args.pop("unshared", False):
-                # the step-2 detector with the step-1 RPN: two networks, no shared convs
-                model, test_args["proposer"] = extra["step2"], extra["step1"]
-            m = _map(_detect_all(model, test, **test_args), test)
-            runs.append({"variant": label, "seed": seed, "map": m, "train_seconds": seconds})
-            log(f"{name} | seed {seed} | {label}: mAP {m:.4f}, trained in {seconds:.0f} s")
+    settings = {"experiment": name, "seeds": seeds, "iters": iters, "train_images": train_images,
+                "test_images": test_images}
+    partial = os.path.join(out_dir, f"{name}.partial.json")   # the runs finished so far
+    try:
+        for seed in range(seeds):
+            trained = {}                   # (overrides, scheme) -> (model, seconds, extra)
+            for label, overrides, scheme, test_args in variants:
+                key = (json.dumps(overrides, sort_keys=True), scheme)
+                if key not in trained:
+                    trained[key] = _train_variant(name, label, overrides, scheme, data, out_dir,
+                                                  seed, iters, device, log)
+                model, seconds, extra = trained[key]
+                test_args = dict(test_args)
+                if test_args.pop("unshared", False):
+                    # the step-2 detector with the step-1 RPN: two networks, no shared convs
+                    model, test_args["proposer"] = extra["step2"], extra["step1"]
+                m = _map(_detect_all(model, test, **test_args), test)
+                runs.append({"variant": label, "seed": seed, "map": m, "train_seconds": seconds})
+                log(f"{name} | seed {seed} | {label}: mAP {m:.4f}, trained in {seconds:.0f} s")
+                _write_json(partial, dict(settings, runs=runs))
+    except (KeyboardInterrupt, TrainingDiverged):
+        log(f"\n{name}: stopped after {len(runs)} finished runs; their results are in "
+            f"{partial if runs else '(none yet)'}")
+        raise
     summary = summarise(runs, [v[0] for v in variants])
-    result = {"experiment": name, "seeds": seeds, "iters": iters, "train_images": train_images,
-              "test_images": test_images, "runs": runs, "summary": summary}
-    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    result = dict(settings, runs=runs, summary=summary)
+    _write_json(os.path.join(out_dir, f"{name}.json"), result)
+    if os.path.exists(partial):
+        os.remove(partial)
     table = format_table(name, summary, seeds, iters)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(table + "\n")
     plot_summary(name, summary, os.path.join(out_dir, f"{name}.png"))
     log(table)
     return result
+
+
+def _write_json(path, data):
+    """json.dump to path + '.tmp', then rename: never half a file."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def _train_variant(name, label, overrides, scheme, data, out_dir, seed, iters, device, log):

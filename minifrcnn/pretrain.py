@@ -132,24 +132,29 @@ def pretrain_backbone(cfg, samples, out_path, iters=1000, batch_size=32, lr=0.01
     net.to(device)
     opt = SGD(net.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     correct = []
-    for it in range(iters):
-        idx = rng.choice(len(x_all), size=min(batch_size, len(x_all)), replace=False)
-        x = x_all[idx]
-        if rng.random() < 0.5:
-            x = x[:, :, :, ::-1]                                        # horizontal flip
-        x = to_device(np.ascontiguousarray(x), device)
-        y = to_device(labels[idx], device)
-        opt.set_lr(lr_at(it, lr, (int(iters * 0.8),), 0.1))
-        for p in net.parameters():
-            p.grad.fill(0)
-        scores = net.forward(x)
-        loss, dscores = softmax_cross_entropy(scores, y)
-        if not np.isfinite(float(loss)):
-            raise TrainingDiverged(f"pretrain: loss became {float(loss)} at iteration {it}; "
-                                   f"nothing was written to {out_path}")
-        net.backward(dscores)
-        opt.step()
-        correct.append(float((to_numpy(scores).argmax(1) == labels[idx]).mean()))
+    try:
+        for it in range(iters):
+            idx = rng.choice(len(x_all), size=min(batch_size, len(x_all)), replace=False)
+            x = x_all[idx]
+            if rng.random() < 0.5:
+                x = x[:, :, :, ::-1]                                        # horizontal flip
+            x = to_device(np.ascontiguousarray(x), device)
+            y = to_device(labels[idx], device)
+            opt.set_lr(lr_at(it, lr, (int(iters * 0.8),), 0.1))
+            for p in net.parameters():
+                p.grad.fill(0)
+            scores = net.forward(x)
+            loss, dscores = softmax_cross_entropy(scores, y)
+            if not np.isfinite(float(loss)):
+                raise TrainingDiverged(f"pretrain: loss became {float(loss)} at iteration {it}; "
+                                       f"nothing was written to {out_path}")
+            net.backward(dscores)
+            opt.step()
+            correct.append(float((to_numpy(scores).argmax(1) == labels[idx]).mean()))
+    except KeyboardInterrupt:
+        log(f"\ninterrupted at iteration {it}: nothing was written to {out_path} (pretraining "
+            "keeps no checkpoint: run the command again)")
+        raise
     accuracy = float(np.mean(correct[-100:]))
     weights = net.backbone.state_dict()
     write_npz(out_path, weights)

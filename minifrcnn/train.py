@@ -104,6 +104,17 @@ def save_checkpoint(path, model, optimizer, iteration):
     write_npz(path, arrays)      # all or nothing: an interrupted save keeps the previous file
 
 
+def config_differences(saved, current, ignore=()):
+    """'field: checkpoint X vs now Y, ...' for the fields (up to 5) where two Configs differ;
+    '' when they agree. Compared through JSON, which is how checkpoints keep them."""
+    saved = json.loads(json.dumps(saved.to_dict()))
+    current = json.loads(json.dumps(current.to_dict()))
+    differ = sorted(k for k in set(saved) | set(current)
+                    if k not in ignore and saved.get(k) != current.get(k))
+    return ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+                     for k in differ[:5])
+
+
 def load_checkpoint(path, model, optimizer):
     """Restore what save_checkpoint wrote; returns the iteration to continue from.
 
@@ -112,16 +123,10 @@ def load_checkpoint(path, model, optimizer):
     f = read_npz(path, "checkpoint")
     if "config_json" not in f or "iteration" not in f:
         raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
-    saved = json.loads(str(f["config_json"]))
-    current = model.cfg.to_dict()
-    # Checkpoints keep only what JSON keeps: compare through JSON too (tuples -> lists).
-    current = json.loads(json.dumps(current))
-    differ = sorted(k for k in set(saved) | set(current)
-                    if k != "iters" and saved.get(k) != current.get(k))
+    differ = config_differences(Config.from_dict(json.loads(str(f["config_json"]))), model.cfg,
+                                ignore=("iters",))
     if differ:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
-                           for k in differ[:5])
-        raise CheckpointMismatch(f"checkpoint {path} was made with another config ({detail})")
+        raise CheckpointMismatch(f"checkpoint {path} was made with another config ({differ})")
     model.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("param/")})
     optimizer.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("optim/")})
     return int(f["iteration"])

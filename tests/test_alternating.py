@@ -8,6 +8,7 @@ from minifrcnn.alternating import train_alternating
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.model import FasterRCNN
+from minifrcnn.train import CheckpointMismatch
 
 
 def tiny_config(**overrides):
@@ -92,3 +93,15 @@ def test_resume_skips_finished_steps(run, tmp_path):
 def test_step_iters_validated(tmp_path):
     with pytest.raises(ValueError, match="step_iters"):
         train_alternating(tiny_config(), [], str(tmp_path), step_iters=(1, 2))
+
+
+def test_resume_refuses_finished_steps_of_another_run(run, tmp_path):
+    """A finished step is reused by --resume only when it was made with this run's config and
+    iteration count; otherwise the resume stops, naming the step (audit 2026-11-26)."""
+    out, data, *_ = run
+    with pytest.raises(CheckpointMismatch, match=r"step1.*iterations: checkpoint 3 vs now 4"):
+        train_alternating(tiny_config(), data, out, step_iters=(4, 3, 3, 3), progress=False,
+                          log=lambda *_: None, resume=True)
+    with pytest.raises(CheckpointMismatch, match=r"step1.*another config.*seed"):
+        train_alternating(tiny_config(seed=1), data, out, step_iters=(3, 3, 3, 3),
+                          progress=False, log=lambda *_: None, resume=True)

@@ -144,7 +144,8 @@ def test_bad_numbers_are_refused_by_the_parser(capsys):
                  ["train", "--out", "r", "--checkpoint-every", "0"],
                  ["train", "--out", "r", "--min-size", "-10"],
                  ["train", "--out", "r", "--scheme", "alternating", "--step-iters", "1", "0", "1", "1"],
-                 ["bench", "--repeat", "0"]):
+                 ["bench", "--repeat", "0"],
+                 ["pretrain", "--out", "w.npz", "--iters", "0"]):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
@@ -217,3 +218,43 @@ def test_a_data_dir_is_never_ignored(capsys, checkpoint, voc_dir, tmp_path):
 
 def test_bench_names_an_unknown_group(capsys):
     one_line_error(*run(capsys, "bench", "--only", "nonexistent")[::2], "nonexistent", "conv")
+
+
+def test_overwrite_also_clears_the_steps_of_alternating_training(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "step1").mkdir(parents=True)
+    (run_dir / "step1" / "model.npz").write_bytes(b"an earlier run's step")
+    code, _, err = run(capsys, "train", "--out", str(run_dir), "--iters", "1", "--no-eval",
+                       "--train-images", "2", "--no-progress", "--overwrite")
+    assert code == 0, err
+    assert not (run_dir / "step1").exists()
+
+
+def test_pretrain_checks_its_out_before_training(capsys, tmp_path):
+    one_line_error(*run(capsys, "pretrain", "--out", str(tmp_path))[::2], "--out", "is a folder")
+    one_line_error(*run(capsys, "pretrain", "--out", str(tmp_path / "no" / "w.npz"))[::2],
+                   "--out", "does not exist")
+
+
+def test_bench_only_needs_a_group(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--only"])
+
+
+def test_eval_json_is_strict_json(capsys, checkpoint, tmp_path):
+    """A class without ground truth has AP NaN: written as null, which every JSON reader takes."""
+    from minifrcnn.__main__ import _evaluate_and_print
+    samples = shapes.make_split("test", 10, size=64)
+    for s in samples:                                    # only class 1 keeps its objects
+        keep = s["labels"] == 1
+        s["boxes"], s["labels"] = s["boxes"][keep], s["labels"][keep]
+        s.pop("difficult", None)
+    out_json = tmp_path / "e.json"
+    _evaluate_and_print(FasterRCNN.load(checkpoint), samples, shapes.CLASS_NAMES, str(out_json))
+    ap = json.loads(out_json.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))["ap"]
+    assert ap[shapes.CLASS_NAMES[1]] is None and ap[shapes.CLASS_NAMES[0]] is not None
+    # and with no ground truth at all, the mAPs themselves are null
+    for s in samples:
+        s["boxes"], s["labels"] = s["boxes"][:0], s["labels"][:0]
+    _evaluate_and_print(FasterRCNN.load(checkpoint), samples, shapes.CLASS_NAMES, str(out_json))
+    assert json.loads(out_json.read_text())["map"] is None

@@ -37,3 +37,32 @@ def test_runner_writes_its_table(name, tmp_path):
 def test_unknown_experiment():
     with pytest.raises(ValueError, match="experiment 'nope'"):
         run_experiment("nope", "/tmp/unused")
+
+
+def test_a_stopped_experiment_keeps_the_finished_runs(tmp_path, monkeypatch):
+    """The second variant diverges: the first one's result is on disk, in name.partial.json."""
+    from minifrcnn.train import TrainingDiverged
+    real, calls = experiments._train_variant, []
+
+    def train_variant(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise TrainingDiverged("loss became nan at iteration 1")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "_train_variant", train_variant)
+    with pytest.raises(TrainingDiverged):
+        run_experiment("lambda", str(tmp_path), seeds=1, iters=2, train_images=6,
+                       test_images=4, log=lambda *_: None)
+    partial = json.load(open(tmp_path / "lambda.partial.json"))
+    assert [r["variant"] for r in partial["runs"]] == [calls[0]]
+    assert not (tmp_path / "lambda.json").exists()
+
+
+def test_the_command_line_does_not_replace_earlier_results(tmp_path, capsys):
+    from minifrcnn.__main__ import main
+    (tmp_path / "lambda.json").write_text("{}")
+    assert main(["experiment", "lambda", "--out", str(tmp_path), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "lambda.json" in err and "--overwrite" in err
+    assert (tmp_path / "lambda.json").read_text() == "{}"
