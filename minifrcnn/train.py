@@ -123,8 +123,11 @@ def load_checkpoint(path, model, optimizer):
     f = read_npz(path, "checkpoint")
     if "config_json" not in f or "iteration" not in f:
         raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
-    differ = config_differences(Config.from_dict(json.loads(str(f["config_json"]))), model.cfg,
-                                ignore=("iters",))
+    try:
+        saved = Config.from_dict(json.loads(str(f["config_json"])))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"checkpoint {path}: its config cannot be read ({e})") from None
+    differ = config_differences(saved, model.cfg, ignore=("iters",))
     if differ:
         raise CheckpointMismatch(f"checkpoint {path} was made with another config ({differ})")
     model.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("param/")})

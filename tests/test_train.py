@@ -147,3 +147,15 @@ def test_difficult_objects_are_left_out_of_training():
                                                      np.random.default_rng(0))
     assert labels[0].tolist() == [1] and boxes[0].shape == (1, 4)
     json.dumps(tiny_config().to_dict())   # the config must stay JSON-serialisable
+
+
+def test_a_checkpoint_with_an_unknown_config_field_is_named(tmp_path, data):
+    from minifrcnn.npz import read_npz, write_npz
+    train(tiny_config(iters=1), data, str(tmp_path), progress=False, log=lambda *_: None)
+    arrays = read_npz(tmp_path / "checkpoint.npz", "checkpoint")
+    cfg = json.loads(str(arrays["config_json"]))
+    arrays["config_json"] = np.array(json.dumps(dict(cfg, no_such_field=1)))
+    write_npz(str(tmp_path / "checkpoint.npz"), arrays)
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.npz: its config cannot be read.*no_such_field"):
+        train(tiny_config(iters=2), data, str(tmp_path), resume=True, progress=False,
+              log=lambda *_: None)
