@@ -55,12 +55,6 @@ def _check_data_dir(dataset, data_dir):
         raise ValueError(f"--data-dir {data_dir}: no such folder")
 
 
-def _check_split(data_dir, split):
-    """A ValueError naming the folder and the split file when data_dir lacks that split."""
-    from .data.voc import read_split_file
-    read_split_file(data_dir, split)
-
-
 # --- argument checks ----------------------------------------------------------------------------
 def positive_int(text):
     """argparse type: an integer >= 1."""
@@ -92,7 +86,7 @@ def _check_output_folder(path, flag):
         raise ValueError(f"{flag} {path}: is a file, expected a folder")
 
 
-RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl", "step1")   # what a training run leaves
+RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl")   # what a training run leaves
 
 
 def config_for_data(samples, class_names, seed=0, min_size=None, max_size=None, **overrides):
@@ -122,10 +116,12 @@ def cmd_make_shapes(args):
 
 
 def cmd_train(args):
+    from .alternating import STEPS
+    from .data.voc import read_split_file
     from .train import train
     device = resolve_device(args.device)
     _check_output_folder(args.out, "--out")
-    earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(args.out, f))]
+    earlier = [f for f in RUN_FILES + STEPS if os.path.exists(os.path.join(args.out, f))]
     if earlier and not (args.resume or args.overwrite):
         raise ValueError(f"--out {args.out}: already holds a training run ({', '.join(earlier)}); "
                          "continue it with --resume, start it again with --overwrite, or "
@@ -133,7 +129,7 @@ def cmd_train(args):
     if args.data_dir or args.dataset == "voc":       # both splits exist, before any training
         _check_data_dir(args.dataset, args.data_dir)
         for split in ("train",) + (() if args.no_eval else ("test",)):
-            _check_split(args.data_dir, split)
+            read_split_file(args.data_dir, split)      # a DatasetError naming the split file
     samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
                                       args.train_images)
     if not samples:
@@ -152,10 +148,10 @@ def cmd_train(args):
         raise ValueError(f"--max-size {args.max_size}: at least the shorter side "
                          f"({cfg.image_min_size} px, --min-size or the data's)")
     if args.overwrite and not args.resume:             # start again: the old run's files go
-        for f in RUN_FILES[:3]:
+        for f in RUN_FILES:
             if os.path.exists(os.path.join(args.out, f)):
                 os.remove(os.path.join(args.out, f))
-        for step in ("step1", "step2", "step3", "step4"):       # alternating training's steps
+        for step in STEPS:                                       # alternating training's steps
             if os.path.isdir(os.path.join(args.out, step)):
                 shutil.rmtree(os.path.join(args.out, step))
     schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
