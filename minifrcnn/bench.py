@@ -268,7 +268,7 @@ def step_cases(xp, dtype, rng, config=None):
 
         pictures = [s["image"] for s in data[:8]]
         torch_run = None
-        if device == "cpu":        # built on its first call, so only when torch is timed
+        if device == _TORCH_DEVICE[0]:    # torch on the same device; built when first timed
             torch_run = _lazy(lambda m=model, s=samples: _torch_train_step(m, cfg, images, s))
         n = images.shape[0]
         size = f"{images.shape[2]}x{images.shape[3]}"
@@ -447,12 +447,14 @@ def _torch_roi_max_pool(torch, feat, rois, output_size, spatial_scale):
 
 
 def _torch_train_step(model, cfg, images, samples):
-    """The network part of our training step in PyTorch (CPU), for a side-by-side time.
+    """The network part of our training step in PyTorch, for a side-by-side time.
 
     The same layers as `model` (weights copied, so the losses agree with ours), the same batch,
     the same anchor labels, RoIs and targets, the paper's loss normalisation and SGD with
     momentum and weight decay (none on biases). Returns a function doing one step that
-    returns the total loss as a float. `images` and `samples` must be NumPy arrays.
+    returns the total loss as a float. Runs on the torch twins' device (_TORCH_DEVICE); on
+    the GPU, RoI max pooling is torchvision.ops.roi_pool when torchvision is installed (the
+    kernel ours follows), since a Python loop over the RoIs would time launches, not pooling.
     """
     torch = _torch()
     nn, F = torch.nn, torch.nn.functional
@@ -485,23 +487,25 @@ def _torch_train_step(model, cfg, images, samples):
         "backbone": nn.Sequential(*backbone), "rpn_conv": conv(model.rpn.conv),
         "rpn_cls": conv(model.rpn.cls), "rpn_reg": conv(model.rpn.reg),
         "fc6": linear(model.head.fc6), "fc7": linear(model.head.fc7),
-        "cls": linear(model.head.cls), "reg": linear(model.head.reg)})
+        "cls": linear(model.head.cls), "reg": linear(model.head.reg)}).to(_TORCH_DEVICE[0])
     biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
     weights = [p for name, p in net.named_parameters() if not name.endswith("bias")]
     optimizer = torch.optim.SGD([{"params": weights, "weight_decay": cfg.weight_decay},
                                  {"params": biases, "weight_decay": 0.0}],
                                 lr=cfg.lr, momentum=cfg.momentum)
-    x = torch.from_numpy(to_numpy(images).copy())
-    rpn_labels = torch.from_numpy(to_numpy(samples["rpn_labels"]).reshape(-1))        # (N*R,)
-    rpn_targets = torch.from_numpy(to_numpy(samples["rpn_targets"]).reshape(-1, 4))   # (N*R, 4)
+    x = _as_torch(images)
+    rpn_labels = _as_torch(samples["rpn_labels"]).reshape(-1)                         # (N*R,)
+    rpn_targets = _as_torch(samples["rpn_targets"]).reshape(-1, 4)                    # (N*R, 4)
     rpn_weights = (rpn_labels == 1).to(x.dtype)[:, None]                               # (N*R, 1)
     rois = to_numpy(samples["rois"])                                                   # (S, 5)
-    roi_labels = torch.from_numpy(to_numpy(samples["roi_labels"]))
-    roi_targets = torch.from_numpy(to_numpy(samples["roi_targets"]))
-    roi_weights = torch.from_numpy(to_numpy(samples["roi_weights"]))
+    roi_labels = _as_torch(samples["roi_labels"])
+    roi_targets = _as_torch(samples["roi_targets"])
+    roi_weights = _as_torch(samples["roi_weights"])
     n = x.shape[0]
     s = max(len(rois), 1)
     assert cfg.loss_normalization == "paper" and cfg.roi_op == "pool"
+    tv = _torchvision() if _TORCH_DEVICE[0] == "cuda" else None
+    tv_rois = _as_torch(rois) if tv is not None else None
 
     def step():
         optimizer.zero_grad()
@@ -515,8 +519,12 @@ def _torch_train_step(model, cfg, images, samples):
         rpn_reg = cfg.rpn_lambda * F.smooth_l1_loss(
             deltas * rpn_weights, rpn_targets * rpn_weights, beta=1.0 / cfg.rpn_sigma ** 2,
             reduction="sum") / (n * h * w)
-        pooled = _torch_roi_max_pool(torch, feat, rois, model.head.pool_size,
+        if tv is not None:
+            pooled = tv.ops.roi_pool(feat, tv_rois, model.head.pool_size,
                                      model.head.spatial_scale)          # (S, C, 7, 7)
+        else:
+            pooled = _torch_roi_max_pool(torch, feat, rois, model.head.pool_size,
+                                         model.head.spatial_scale)      # (S, C, 7, 7)
         hidden = F.relu(net["fc7"](F.relu(net["fc6"](pooled.flatten(1)))))
         scores, head_deltas = net["cls"](hidden), net["reg"](hidden)
         head_cls = F.cross_entropy(scores, roi_labels, reduction="sum") / s
