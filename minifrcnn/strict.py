@@ -143,10 +143,19 @@ def count_device_ops():
         _device_counts = previous
 
 
+_COMPREHENSIONS = ("<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>")
+
+
 def _caller():
-    """'module.function' of the first frame outside backend.py and strict.py."""
+    """'module.function' of the first frame outside backend.py and strict.py.
+
+    A comprehension counts for the function it is written in: Python 3.12 inlines list, dict
+    and set comprehensions into that function's frame, earlier versions give them their own
+    ('<dictcomp>'), so without this the names would depend on the Python version.
+    """
     frame = sys._getframe(2)
-    while frame.f_globals.get("__name__") in ("minifrcnn.backend", __name__):
+    while (frame.f_globals.get("__name__") in ("minifrcnn.backend", __name__)
+           or frame.f_code.co_name in _COMPREHENSIONS):
         frame = frame.f_back
     module = frame.f_globals.get("__name__", "?").rsplit(".", 1)[-1]
     return f"{module}.{frame.f_code.co_name}"
