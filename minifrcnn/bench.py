@@ -280,8 +280,8 @@ def step_cases(xp, dtype, rng, config=None):
                        "network only: the anchor labels and the sampled RoIs of one batch are "
                        "held fixed, so no sampling or NMS is timed; the torch twin has the same "
                        "layers, weights (copied), batch, samples, losses and SGD, with RoI max "
-                       "pooling written as a loop of adaptive_max_pool2d over the RoIs "
-                       "(torchvision is not used)"))
+                       "pooling as a loop of adaptive_max_pool2d over the RoIs on the CPU and "
+                       "torchvision.ops.roi_pool on the GPU (the same bins)"))
         yield Case(f"step {tag}: train step, whole: data prep + sampling + NMS + fwd + bwd + SGD",
                    whole_step, memory=True, xp=dev_xp)
         yield Case(f"step {tag}: predict, {len(pictures)} images {size}",

@@ -6,9 +6,8 @@
 #   2. the README's default training on the GPU (the 10x target: its time against the CPU's),
 #      at most TRAIN_S seconds (default 300)
 #   3. python -m minifrcnn bench --device cuda (torch on the GPU beside it when installed)
-#   4. scripts/graph_network_step.py: the network part of the step eager and as a CUDA graph
-#   5. the rest of the test suite with MINIFRCNN_DEVICE=cuda
-#   6. with what is left: a profile of the train step from the trained model
+#   4. the rest of the test suite with MINIFRCNN_DEVICE=cuda
+#   5. with what is left: a profile of the train step from the trained model
 # Logs go to $OUT (default gpu-logs/). BUDGET: seconds for the whole script (default 540).
 #     BUDGET=540 bash scripts/gpu_checks.sh
 set -u
@@ -42,16 +41,14 @@ if [ "$T" -gt 60 ]; then
 fi
 echo "== 3. bench (left: $(left) s)"
 timeout 170 python3 -m minifrcnn bench --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
-echo "== 4. the network part of the step as a CUDA graph (left: $(left) s)"
-timeout 90 python3 scripts/graph_network_step.py 2>&1 | tee "$OUT/graph_network_step.log"
 T=$(( $(left) - 50 ))
-echo "== 5. the rest of the suite on cuda ($T s)"
+echo "== 4. the rest of the suite on cuda ($T s)"
 if [ "$T" -gt 30 ]; then
     MINIFRCNN_DEVICE=cuda timeout "$T" $PYTEST tests --ignore=tests/test_gpu.py 2>&1 \
         | tail -40 | tee "$OUT/suite_cuda.log"
 fi
 T=$(( $(left) - 5 ))
-echo "== 6. profile of a train step from the trained model ($T s)"
+echo "== 5. profile of a train step from the trained model ($T s)"
 if [ "$T" -gt 15 ]; then
     timeout "$T" python3 scripts/profile_train_step.py --device cuda --steps 50 --top 25 \
         --weights data/shapes_model.npz > "$OUT/profile_train_step_cuda.txt" 2>&1

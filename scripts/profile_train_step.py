@@ -4,8 +4,11 @@
     python scripts/profile_train_step.py --device cuda --weights data/shapes_model.npz
 
 --weights starts from a trained model (the shipped one: late training) instead of a fresh one:
-on the H100 the default training ran at about 20.5 iterations/s near its end (48.8 ms per
-iteration) while the bench's step from a fresh model took 29.4 ms, so the state matters.
+on the H100 (2026-11-25, commit e022830) the default training ran at about 20.5 iterations/s
+near its end (48.8 ms per iteration) while the bench's step from a fresh model took 29.4 ms.
+On the H200 (2026-11-26, commit 13fa58a) the iterations took 18-19 ms (median) from the first to
+the last, and the trained model's step 19.2 ms under this profiler, so there the state did not
+matter.
 
 On CuPy, Python-level time lands where the host waits for the GPU (float(), int(), nonzero,
 .get()), so a function high in 'tottime' is either slow Python or a synchronisation point.
