@@ -11,8 +11,9 @@ Groups (--only picks some):
             backward, the network part of a training step (torch side by side: same layers,
             weights, batch and samples), the whole train step, and predict on 8 images
             (images/s), each with the peak memory one call allocates
-    vgg16   the paper's VGG-16 Faster R-CNN (Config(), 20 classes): predict on one 600x1000
-            image with 300 proposals (repeat 1 on a CPU: it takes seconds)
+    vgg16   the paper's VGG-16 Faster R-CNN (Config(), 20 classes) on one 600x1000 image:
+            forward_train, backward, the whole train step, and predict with 300 proposals
+            (images/s); repeat 1 on a CPU, where each call takes seconds (a few minutes in all)
 The step and vgg16 groups run on NumPy and, with --device cuda, on CuPy as well.
 With --device cuda the torch twins run on the GPU too (torch.cuda), and RoI pooling, RoIAlign
 and NMS are compared with torchvision.ops when torchvision is installed. The CUDA kernels of
@@ -290,17 +291,45 @@ def step_cases(xp, dtype, rng, config=None):
 
 
 def vgg16_cases(xp, dtype, rng):
-    """The paper's VGG-16 detector (Config() defaults, 20 classes) on one 600x1000 image."""
+    """The paper's VGG-16 detector (Config() defaults, 20 classes) at 600x1000: forward_train,
+    backward and the whole train step on one image with three boxes (the paper's batch: 1
+    image, 256 anchors, 2000 proposals, 128 RoIs), and predict with 300 proposals. One untimed
+    call first; then 5 timed calls on a GPU, 1 on a CPU (each call takes seconds there)."""
     from .config import Config
     from .model import FasterRCNN
+    from .optim import SGD
+    from .train import prepare_batch, train_step
+    from .backend import to_device
     image = rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8)
+    sample = {"image": image, "labels": np.array([3, 8, 15]),
+              "boxes": np.array([[40, 60, 300, 420], [500, 100, 760, 300], [620, 350, 980, 590]],
+                                dtype=np.float32)}
     for device, dev_xp in _bench_devices(xp):
         cfg = Config(num_classes=20)
         model = FasterRCNN(cfg).to(device)
+        optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
+        images, sizes, boxes, labels, scales = prepare_batch([sample], cfg,
+                                                             np.random.default_rng(0))
+        images = to_device(images, device)                                 # (1, 3, 600, 1000)
+        counter = iter(range(10 ** 9))
         on_gpu = _is_cupy(dev_xp)
-        yield Case(f"vgg16 [{device}]: predict, 1 image 600x1000, {cfg.rpn_post_nms_top_n_test} "
-                   f"proposals", lambda m=model: m.predict([image]), images=1, memory=True,
-                   repeat=5 if on_gpu else 1, warmup=1 if on_gpu else 0, xp=dev_xp)
+        # one untimed call first: page faults of the big buffers, kernel compiles on a GPU
+        timing = dict(memory=True, repeat=5 if on_gpu else 1, warmup=1, xp=dev_xp)
+        tag = f"vgg16 [{device}]"
+
+        def forward(model=model, images=images, sizes=sizes, boxes=boxes, labels=labels,
+                    scales=scales):
+            return model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
+                                       scales=scales)
+
+        yield Case(f"{tag}: forward_train, 1 image 600x1000", forward, **timing)
+        yield Case(f"{tag}: backward", model.backward, setup=forward, **timing)
+        yield Case(f"{tag}: train step, whole, 1 image 600x1000",
+                   lambda m=model, o=optimizer, c=cfg: train_step(m, o, [sample], c, next(counter)),
+                   **timing)
+        yield Case(f"{tag}: predict, 1 image 600x1000, {cfg.rpn_post_nms_top_n_test} proposals",
+                   lambda m=model: m.predict([image]), images=1, **timing)
 
 
 CASES = {"conv": conv_cases, "pool": pool_cases, "linear": linear_cases, "roi": roi_cases,
