@@ -40,7 +40,7 @@ if [ "$T" -gt 60 ]; then
     cp /tmp/gpu-run/losses.jsonl "$OUT/train_cuda_losses.jsonl"   # a time per iteration, if cut short
 fi
 echo "== 3. bench (left: $(left) s)"
-timeout 170 python3 -m minifrcnn bench --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
+timeout 240 python3 -m minifrcnn bench --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
 T=$(( $(left) - 50 ))
 echo "== 4. the rest of the suite on cuda ($T s)"
 if [ "$T" -gt 30 ]; then
