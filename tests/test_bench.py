@@ -41,10 +41,21 @@ def test_step_group_times_the_detector_with_images_per_second_and_memory(monkeyp
     assert len(table) == 2 + 5 and all(line.count("|") == table[0].count("|") for line in table)
 
 
-def test_torch_twin_of_the_train_step_computes_our_losses():
-    """The side-by-side torch step is the same computation: same losses, step after step."""
-    pytest.importorskip("torch")
-    cfg, _, model, optimizer, batch = bench.default_step_setup("cpu", tiny_config(), num_images=2)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_torch_twin_of_the_train_step_computes_our_losses(device, monkeypatch):
+    """The side-by-side torch step is the same computation: same losses, step after step. On
+    the GPU (where RoI pooling is torchvision.ops.roi_pool) against our step on the GPU."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda":
+        from minifrcnn.backend import DeviceError, resolve_device
+        try:
+            resolve_device("cuda")
+        except DeviceError as exc:
+            pytest.skip(str(exc))
+        if not torch.cuda.is_available() or bench._torchvision() is None:
+            pytest.skip("torch without CUDA, or torchvision absent")
+    monkeypatch.setattr(bench, "_TORCH_DEVICE", [device])
+    cfg, _, model, optimizer, batch = bench.default_step_setup(device, tiny_config(), num_images=2)
     images, sizes, boxes, labels, scales = batch
     _, samples = model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
                                      scales=scales)

@@ -244,26 +244,3 @@ def test_training_steps_and_predict_on_the_gpu_equal_numpy(roi_op):
     got = _train_and_detect(cfg, data, "cuda")
     _assert_same_run(got, want, rtol=1e-3)
 
-
-def test_torch_twin_of_the_train_step_on_the_gpu_computes_our_losses(monkeypatch):
-    """The bench's torch step on the GPU (RoI pooling through torchvision.ops.roi_pool there)
-    is our step: the same losses as ours on the GPU, step after step."""
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA here")
-    from minifrcnn import bench
-    if bench._torchvision() is None:
-        pytest.skip("torchvision absent: the twin would loop over the RoIs (checked on the CPU)")
-    monkeypatch.setattr(bench, "_TORCH_DEVICE", ["cuda"])
-    cfg, _, model, optimizer, batch = bench.default_step_setup("cuda", tiny_config(), num_images=2)
-    images, sizes, boxes, labels, scales = batch
-    _, samples = model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
-                                     scales=scales)
-    torch_step = bench._torch_train_step(model, cfg, images, samples)
-    for _ in range(2):                     # the second step checks the SGD updates agree too
-        model.zero_grad()
-        terms, _ = model.forward_train(images, sizes, boxes, labels, None, scales=scales,
-                                       samples=samples)
-        model.backward()
-        optimizer.step()
-        assert torch_step() == pytest.approx(float(terms["total"]), rel=1e-4)
