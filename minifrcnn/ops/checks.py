@@ -3,6 +3,8 @@ that says which argument, what was expected and what was given.
 
     >>> check_array(x, "x", ndim=4)                  # x must be a 4-D float array
     >>> check_same_dtype(("x", x), ("w", w))         # all float32 or all float64
+    >>> stride = check_int(stride, "stride", 1)      # a whole number >= 1
+    >>> check_dout(dout, out_shape, x.dtype)         # a backward's upstream gradient
 """
 import numpy as np
 
@@ -43,3 +45,20 @@ def check_same_device(*named):
     if len(modules) > 1:
         desc = ", ".join(f"{n}: {get_array_module(a).__name__}" for n, a in named)
         raise ValueError(f"expected all arrays on one device, got {desc}")
+
+
+def check_int(value, name, minimum):
+    """Raise ValueError unless value is a Python/NumPy int >= minimum (bool is not an int here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_dout(dout, expected_shape, dtype):
+    """A backward's dout must have the forward output's shape and the forward input's dtype."""
+    check_array(dout, "dout")
+    if tuple(dout.shape) != tuple(expected_shape):
+        raise ValueError(f"dout: expected shape {tuple(expected_shape)} (the forward output), "
+                         f"got {tuple(dout.shape)}")
+    if dout.dtype != np.dtype(dtype):
+        raise ValueError(f"dout: expected dtype {np.dtype(dtype)} (the forward input's), got {dout.dtype}")

@@ -33,20 +33,12 @@ Two versions live here, as everywhere in minifrcnn:
 Memory: the fast path keeps cols in its cache, kh*kw times the size of x (9x for a 3x3 conv).
 That buys a backward pass without a second im2col; it is the price of speed.
 """
-import numpy as np
-
 from ..backend import get_array_module
 from . import cuda_kernels
-from .checks import check_array, check_same_device, check_same_dtype
+from .checks import check_array, check_dout, check_int, check_same_device, check_same_dtype
 
 
 # --------------------------------------------------------------------------- argument checks
-
-def _check_int(value, name, minimum):
-    """Raise ValueError unless value is a Python/NumPy int >= minimum (bool is not an int here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def conv_output_size(size, kernel, stride, pad):
@@ -56,8 +48,8 @@ def conv_output_size(size, kernel, stride, pad):
 
 def _check_window(x, kh, kw, stride, pad, who="w"):
     """Check stride/pad and that a kh x kw window fits the padded x; return (OH, OW)."""
-    stride = _check_int(stride, "stride", 1)
-    pad = _check_int(pad, "pad", 0)
+    stride = check_int(stride, "stride", 1)
+    pad = check_int(pad, "pad", 0)
     H, W = x.shape[2], x.shape[3]
     if kh > H + 2 * pad or kw > W + 2 * pad:
         raise ValueError(
@@ -81,16 +73,6 @@ def _check_conv_args(x, w, b, stride, pad):
     if b.shape[0] != F:
         raise ValueError(f"b: expected shape ({F},), one bias per filter of w, got {tuple(b.shape)}")
     return _check_window(x, w.shape[2], w.shape[3], stride, pad)
-
-
-def _check_dout(dout, expected_shape, dtype):
-    """dout must have the forward output's shape and dtype."""
-    check_array(dout, "dout")
-    if tuple(dout.shape) != tuple(expected_shape):
-        raise ValueError(f"dout: expected shape {tuple(expected_shape)} (the forward output), "
-                         f"got {tuple(dout.shape)}")
-    if dout.dtype != dtype:
-        raise ValueError(f"dout: expected dtype {dtype} (the forward input's), got {dout.dtype}")
 
 
 def _pad(x, pad):
@@ -217,7 +199,7 @@ def conv2d_backward(dout, cache):
     F, C, kh, kw = w.shape
     OH = conv_output_size(x_shape[2], kh, stride, pad)
     OW = conv_output_size(x_shape[3], kw, stride, pad)
-    _check_dout(dout, (N, F, OH, OW), w.dtype)
+    check_dout(dout, (N, F, OH, OW), w.dtype)
     dout2 = dout.reshape(N, F, OH * OW)                                 # (N, F, OH*OW)
     db = dout2.sum(axis=(0, 2))                                         # (F,)
     dw = xp.matmul(dout2, cols.transpose(0, 2, 1)).sum(axis=0)          # (F, C*kh*kw)
@@ -267,7 +249,7 @@ def conv2d_backward_reference(dout, cache):
     F, _, kh, kw = w.shape
     OH = conv_output_size(H, kh, stride, pad)
     OW = conv_output_size(W, kw, stride, pad)
-    _check_dout(dout, (N, F, OH, OW), x.dtype)
+    check_dout(dout, (N, F, OH, OW), x.dtype)
     xpad = _pad(x, pad)                                                 # (N, C, Hp, Wp)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)                         # (N, C, Hp, Wp)
     dw = xp.zeros(w.shape, dtype=w.dtype)                               # (F, C, kh, kw)

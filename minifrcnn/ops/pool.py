@@ -32,38 +32,20 @@ operations per offset; the code below stays its reference.
     out, cache = ops.max_pool2d_forward(x, kernel=2, stride=2)
     dx = ops.max_pool2d_backward(dout, cache)
 """
-import numpy as np
-
 from ..backend import get_array_module
 from . import cuda_kernels
-from .checks import check_array
-
-
-def _check_int(value, name, minimum):
-    """Raise ValueError unless value is a Python/NumPy int >= minimum (bool is not an int here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
+from .checks import check_array, check_dout, check_int
 
 
 def _check_pool_args(x, kernel, stride):
     """All the ValueErrors of max_pool2d_forward; returns (kernel, stride, OH, OW)."""
     check_array(x, "x", ndim=4)
-    kernel = _check_int(kernel, "kernel", 1)
-    stride = _check_int(stride, "stride", 1)
+    kernel = check_int(kernel, "kernel", 1)
+    stride = check_int(stride, "stride", 1)
     H, W = x.shape[2], x.shape[3]
     if kernel > H or kernel > W:
         raise ValueError(f"kernel: expected kernel <= H and <= W of x {tuple(x.shape)}, got {kernel}")
     return kernel, stride, (H - kernel) // stride + 1, (W - kernel) // stride + 1
-
-
-def _check_dout(dout, out):
-    """dout must have the forward output's shape and dtype."""
-    check_array(dout, "dout")
-    if dout.shape != out.shape:
-        raise ValueError(f"dout: expected shape {tuple(out.shape)} (the forward output), got {tuple(dout.shape)}")
-    if dout.dtype != out.dtype:
-        raise ValueError(f"dout: expected dtype {out.dtype} (the forward input's), got {dout.dtype}")
 
 
 # --------------------------------------------------------------------------- fast path
@@ -98,7 +80,7 @@ def max_pool2d_backward(dout, cache):
     dout: (N, C, OH, OW) -> dx: (N, C, H, W), zero outside the argmaxes.
     """
     x, out, kernel, stride = cache
-    _check_dout(dout, out)
+    check_dout(dout, out.shape, out.dtype)
     if cuda_kernels.kernels_enabled(dout):
         # on a GPU: one CUDA thread per input pixel gathers the same terms (cuda_kernels.py)
         return cuda_kernels.max_pool2d_backward(x, out, dout, kernel, stride)   # (N, C, H, W)
@@ -142,7 +124,7 @@ def max_pool2d_backward_reference(dout, cache):
     dout: (N, C, OH, OW) -> dx: (N, C, H, W).
     """
     x, out, kernel, stride = cache
-    _check_dout(dout, out)
+    check_dout(dout, out.shape, out.dtype)
     xp = get_array_module(dout)
     N, C, OH, OW = out.shape
     dx = xp.zeros(x.shape, dtype=x.dtype)                              # (N, C, H, W)

@@ -49,7 +49,7 @@ import math
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
-from .checks import check_array
+from .checks import check_dout
 from .roi_pool import check_feat_rois, check_spatial_scale, parse_output_size
 
 
@@ -60,15 +60,6 @@ def _check_align_args(sampling_ratio, aligned):
     if not isinstance(aligned, (bool, np.bool_)):
         raise ValueError(f"aligned: expected True or False, got {aligned!r}")
     return int(sampling_ratio), bool(aligned)
-
-
-def _check_dout(dout, cache):
-    """dout must have the forward output's shape and the forward input's dtype."""
-    check_array(dout, "dout")
-    if tuple(dout.shape) != cache["out_shape"]:
-        raise ValueError(f"dout: expected shape {cache['out_shape']} (the forward output), got {tuple(dout.shape)}")
-    if str(dout.dtype) != cache["dtype"]:
-        raise ValueError(f"dout: expected dtype {cache['dtype']} (the forward input's), got {dout.dtype}")
 
 
 # --------------------------------------------------------------------------- fast path
@@ -180,7 +171,7 @@ def roi_align_backward(dout, cache):
 
     dout: (K, C, PH, PW) in the forward input's dtype -> dfeat: (N, C, H, W), same dtype.
     """
-    _check_dout(dout, cache)
+    check_dout(dout, cache["out_shape"], cache["dtype"])
     xp = get_array_module(dout)
     N, C, H, W = cache["feat_shape"]
     K, _, PH, PW = cache["out_shape"]
@@ -301,7 +292,7 @@ def roi_align_backward_reference(dout, cache):
 
     dout: (K, C, PH, PW) -> dfeat: (N, C, H, W). Needs roi_align_forward_reference's cache.
     """
-    _check_dout(dout, cache)
+    check_dout(dout, cache["out_shape"], cache["dtype"])
     xp = get_array_module(dout)
     feat = cache["feat"]
     dfeat = xp.zeros(feat.shape, dtype=dout.dtype)                      # (N, C, H, W)

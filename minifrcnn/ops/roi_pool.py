@@ -49,7 +49,6 @@ torchvision's kernel, one thread per output element), tested against the array v
     from minifrcnn import ops
     out, cache = ops.roi_pool_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16)
     dfeat = ops.roi_pool_backward(dout, cache)
-    python benchmarks/bench_roi_pool.py            # times forward + backward
 """
 import math
 
@@ -57,7 +56,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from . import cuda_kernels
-from .checks import check_array, check_same_device
+from .checks import check_array, check_dout, check_same_device
 
 # torchvision starts every running max at -FLT_MAX (the float32 limit, for every dtype). A value
 # can only win with a strict `>`, so a bin full of -inf would keep -FLT_MAX and argmax -1.
@@ -126,16 +125,6 @@ def check_feat_rois(feat, rois):
             f"rois: column 0 is the batch index, expected whole numbers in [0, {N - 1}] "
             f"(feat has N = {N}), got {bad[:5].tolist()}")
     return batch.astype(xp.int64)
-
-
-def _check_dout(dout, cache):
-    """dout must have the forward output's shape and the forward input's dtype."""
-    check_array(dout, "dout")
-    want = tuple(cache["argmax"].shape)
-    if tuple(dout.shape) != want:
-        raise ValueError(f"dout: expected shape {want} (the forward output), got {tuple(dout.shape)}")
-    if str(dout.dtype) != cache["dtype"]:
-        raise ValueError(f"dout: expected dtype {cache['dtype']} (the forward input's), got {dout.dtype}")
 
 
 def _make_cache(argmax, batch, feat):
@@ -256,7 +245,7 @@ def roi_pool_backward(dout, cache):
     dout: (K, C, PH, PW) in the forward input's dtype -> dfeat: (N, C, H, W), same dtype.
     Takes the cache of roi_pool_forward or of roi_pool_forward_reference.
     """
-    _check_dout(dout, cache)
+    check_dout(dout, cache["argmax"].shape, cache["dtype"])
     xp = get_array_module(dout)
     N, C, H, W = cache["feat_shape"]
     batch = cache["batch_index"]                                        # (K,)
@@ -331,7 +320,7 @@ def roi_pool_backward_reference(dout, cache):
 
     dout: (K, C, PH, PW) -> dfeat: (N, C, H, W). Takes either forward's cache.
     """
-    _check_dout(dout, cache)
+    check_dout(dout, cache["argmax"].shape, cache["dtype"])
     xp = get_array_module(dout)
     N, C, H, W = cache["feat_shape"]
     argmax = to_numpy(cache["argmax"])                # (K, C, PH, PW) host copy: read as scalars
