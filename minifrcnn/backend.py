@@ -11,8 +11,8 @@ Which device a run uses comes from an argument or from the environment:
     MINIFRCNN_DEVICE=cpu    (default) NumPy
     MINIFRCNN_DEVICE=cuda   CuPy; a clear error if no usable GPU is present
     MINIFRCNN_DEVICE=strict a test device: NumPy underneath, CuPy's refusal of implicit
-                            host conversion on top (minifrcnn/strict.py), so CuPy mistakes
-                            show up on a machine without a GPU
+                            host conversion on top (minifrcnn/testing/strict.py), so CuPy
+                            mistakes show up on a machine without a GPU
 
 "cuda" without a usable GPU is a ``DeviceError`` with one readable line.
 ``cupy.is_available()`` is the test, not a failed import: CuPy can be
@@ -21,8 +21,6 @@ installed on a machine with no GPU or no driver.
 import os
 
 import numpy as np
-
-from . import strict
 
 DEVICES = ("cpu", "cuda", "strict")
 
@@ -38,6 +36,16 @@ def _cupy_module():
     except Exception:  # ImportError, or a broken CUDA install raising on import
         return None
     return cupy
+
+
+STRICT_MODULE = "minifrcnn.testing.strict"
+
+
+def _strict_xp():
+    """The strict test device's array module. Imported here, on first use, and never when
+    minifrcnn is imported: the test device is a testing aid, not part of the library."""
+    from .testing import strict
+    return strict.xp
 
 
 def resolve_device(device=None):
@@ -76,7 +84,7 @@ def array_module_for(device=None):
     if name == "cuda":
         return _cupy_module()
     if name == "strict":
-        return strict.xp
+        return _strict_xp()
     return np
 
 
@@ -86,8 +94,9 @@ def is_cupy_array(x):
 
 
 def is_strict_array(x):
-    """True for an array of the strict test device (strict.StrictArray)."""
-    return isinstance(x, strict.StrictArray)
+    """True for an array of the strict test device (strict.StrictArray), checked without
+    importing minifrcnn.testing.strict."""
+    return type(x).__module__ == STRICT_MODULE
 
 
 def get_array_module(*arrays):
@@ -97,7 +106,7 @@ def get_array_module(*arrays):
         if is_cupy_array(a):
             return _cupy_module()
         if is_strict_array(a):
-            return strict.xp
+            return _strict_xp()
     return np
 
 

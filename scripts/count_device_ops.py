@@ -3,8 +3,8 @@
     python scripts/count_device_ops.py [--steps 5] [--top 30] [--array-versions] [--weights W]
 
 Runs the default detector's train step on the strict device (NumPy underneath, CuPy's rules on
-top; see minifrcnn/strict.py) under strict.count_device_ops() and prints the mean count per
-step, by module and by function, of device operations and of syncs (where the host waits for
+top; see minifrcnn/testing/strict.py) under strict.count_device_ops() and prints the mean count
+per step, by module and by function, of device operations and of syncs (where the host waits for
 the device). On a GPU each operation is at least one kernel launch costing the host some
 microseconds, which for the small default detector is what sets the step time.
 
@@ -19,10 +19,11 @@ import argparse
 import os
 import sys
 
-from minifrcnn import boxes, strict
+from minifrcnn import boxes
 from minifrcnn.bench import default_step_setup
 from minifrcnn.model import FasterRCNN
 from minifrcnn.ops import cuda_kernels
+from minifrcnn.testing import strict
 from minifrcnn.train import train_step
 
 parser = argparse.ArgumentParser()

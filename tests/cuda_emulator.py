@@ -246,7 +246,8 @@ def fake_cupy(xp=np, raw_kernel=EmulatedRawKernel):
     """A module-like stand-in for `cupy` inside ops/cuda_kernels.py: xp's arrays, emulated kernels.
 
     Only what cuda_kernels.py calls: RawKernel, empty, zeros, ascontiguousarray and the dtypes.
-    xp: numpy, or strict.xp (scripts/count_device_ops.py, with a RawKernel that counts).
+    xp: numpy, or minifrcnn.testing.strict.xp (scripts/count_device_ops.py, with a RawKernel
+    that counts).
     ascontiguousarray returns an array that is already contiguous and of the dtype as it is,
     as CuPy does (no copy, no kernel).
     """

@@ -1,5 +1,5 @@
-"""strict.py and the "strict" device: CuPy's host/device rules on a CPU, and the whole package
-running under them with the same results as NumPy.
+"""minifrcnn/testing/strict.py and the "strict" device: CuPy's host/device rules on a CPU, and
+the whole package running under them with the same results as NumPy.
 
 Every test here turns NumpyCallWarning into an error, so a hard-coded `np.` on device data in
 any op, box function, target layer or the training step fails the test.
@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-from minifrcnn import ops, strict
+from minifrcnn import ops
 from minifrcnn.anchor_targets import anchor_targets
 from minifrcnn.anchors import generate_base_anchors, grid_anchors
 from minifrcnn.backend import (array_module_for, device_of, get_array_module, resolve_device,
@@ -26,9 +26,10 @@ from minifrcnn.ops.checks import check_same_device
 from minifrcnn.optim import SGD
 from minifrcnn.proposal_targets import proposal_targets
 from minifrcnn.proposals import proposal_layer
-from minifrcnn.strict import NumpyCallWarning, StrictArray, xp
+from minifrcnn.testing import strict
+from minifrcnn.testing.strict import NumpyCallWarning, StrictArray, xp
 
-pytestmark = pytest.mark.filterwarnings("error::minifrcnn.strict.NumpyCallWarning")
+pytestmark = pytest.mark.filterwarnings("error::minifrcnn.testing.strict.NumpyCallWarning")
 
 
 def S(a):

@@ -4,7 +4,7 @@ No GPU here, so how do we know the code runs on CuPy? Most CuPy mistakes are not
 at all; they are about the border between host (NumPy) and device (CuPy) memory, which NumPy
 alone never enforces. This module enforces it on a CPU:
 
-    from minifrcnn import strict
+    from minifrcnn.testing import strict
     a = strict.xp.asarray(np.arange(6.0))   # "host to device": a StrictArray wrapping a NumPy copy
     b = strict.xp.exp(a) + 1                # computes with NumPy, stays a StrictArray
     np.asarray(b)                           # TypeError, as with CuPy: an implicit device -> host copy
@@ -37,9 +37,9 @@ turn that warning into an error.
 
 Using it in tests (tests/test_strict_backend.py does all three):
 
-    pytestmark = pytest.mark.filterwarnings("error::minifrcnn.strict.NumpyCallWarning")
+    pytestmark = pytest.mark.filterwarnings("error::minifrcnn.testing.strict.NumpyCallWarning")
     model = FasterRCNN(cfg).to("strict"); train_step(model, ...)   # compare with a NumPy run
-    MINIFRCNN_DEVICE=strict python -m pytest -W error::minifrcnn.strict.NumpyCallWarning
+    MINIFRCNN_DEVICE=strict python -m pytest -W error::minifrcnn.testing.strict.NumpyCallWarning
 
 What this does NOT check: speed, GPU memory, kernel launches, CuPy's small dtype-promotion
 differences, or whether CuPy implements every function (names resolve to NumPy's). It is a
@@ -470,7 +470,7 @@ class StrictNamespace:
         self._cache = {}
 
     def __repr__(self):
-        return "<minifrcnn.strict namespace: NumPy with CuPy's host/device rules>"
+        return "<minifrcnn.testing.strict namespace: NumPy with CuPy's host/device rules>"
 
     def __getattr__(self, name):
         if name.startswith("_"):                       # no private or special names
@@ -499,7 +499,7 @@ class StrictNamespace:
                 kwargs["kind"] = "stable"              # rule 4
             return _call(value, args, kwargs, who)
         function.__name__ = name
-        function.__doc__ = f"numpy.{name} on strict arrays (see minifrcnn.strict)."
+        function.__doc__ = f"numpy.{name} on strict arrays (see minifrcnn.testing.strict)."
         return function
 
     # -- host <-> device -------------------------------------------------------------------
