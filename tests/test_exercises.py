@@ -14,7 +14,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from minifrcnn import anchors, boxes, exercises, ops
+from minifrcnn import anchors, boxes, classroom, ops
+from minifrcnn.classroom import exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "exercises" / "solutions"
@@ -65,22 +66,22 @@ def stub(*args, **kwargs):
 
 @pytest.mark.parametrize("name", sorted(LIBRARY))
 def test_the_library_passes_every_check(name, capsys):
-    assert getattr(exercises, name)(*LIBRARY[name]) is True
+    assert getattr(classroom, name)(*LIBRARY[name]) is True
     out = capsys.readouterr().out
     assert "FAIL" not in out and "passed. Well done!" in out
 
 
 @pytest.mark.parametrize("name", sorted(LIBRARY))
 def test_a_stub_fails_and_says_not_implemented(name, capsys):
-    result = getattr(exercises, name)(*[stub] * len(LIBRARY[name]))   # must not raise
+    result = getattr(classroom, name)(*[stub] * len(LIBRARY[name]))   # must not raise
     assert result is False
     assert "not implemented yet" in capsys.readouterr().out
 
 
 def test_every_check_is_exported_and_documented():
-    assert sorted(exercises.__all__) == sorted(LIBRARY)
-    for name in exercises.__all__:
-        assert getattr(exercises, name).__doc__, name
+    assert sorted(classroom.__all__) == sorted(LIBRARY)
+    for name in classroom.__all__:
+        assert getattr(classroom, name).__doc__, name
         assert name in exercises.__doc__, f"{name} is missing from the module docstring's table"
 
 
@@ -236,29 +237,31 @@ def roi_pool_max_from_zero(feat, rois, output_size=(7, 7), spatial_scale=1 / 16)
     return np.maximum(library_roi_pool(feat, rois, output_size, spatial_scale), 0)
 
 
-def conv_backward_no_crop(dout, x, w, stride=1, pad=0):   # returns the padded gradient
+def conv_backward_loops(dout, x, w, stride=1, pad=0, overwrite=False, crop=True):
+    """Convolution gradients as a student might loop them; overwrite=True or crop=False is a slip."""
     xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     dxpad, dw = np.zeros_like(xpad), np.zeros_like(w)
     kh, kw = w.shape[2:]
     for i in range(dout.shape[2]):
         for j in range(dout.shape[3]):
             win = (slice(None), slice(None), slice(i * stride, i * stride + kh), slice(j * stride, j * stride + kw))
-            dxpad[win] += np.tensordot(dout[:, :, i, j], w, axes=([1], [0]))
+            contribution = np.tensordot(dout[:, :, i, j], w, axes=([1], [0]))
+            if overwrite:
+                dxpad[win] = contribution
+            else:
+                dxpad[win] += contribution
             dw += np.tensordot(dout[:, :, i, j], xpad[win], axes=([0], [0]))
-    return dxpad, dw, dout.sum(axis=(0, 2, 3))
+    H, W = x.shape[2:]
+    dx = dxpad[:, :, pad:pad + H, pad:pad + W] if crop else dxpad
+    return dx, dw, dout.sum(axis=(0, 2, 3))
+
+
+def conv_backward_no_crop(dout, x, w, stride=1, pad=0):   # returns the padded gradient
+    return conv_backward_loops(dout, x, w, stride, pad, crop=False)
 
 
 def conv_backward_overwrites(dout, x, w, stride=1, pad=0):   # = instead of += where windows overlap
-    xpad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    dxpad, dw = np.zeros_like(xpad), np.zeros_like(w)
-    kh, kw = w.shape[2:]
-    for i in range(dout.shape[2]):
-        for j in range(dout.shape[3]):
-            win = (slice(None), slice(None), slice(i * stride, i * stride + kh), slice(j * stride, j * stride + kw))
-            dxpad[win] = np.tensordot(dout[:, :, i, j], w, axes=([1], [0]))
-            dw += np.tensordot(dout[:, :, i, j], xpad[win], axes=([0], [0]))
-    H, W = x.shape[2:]
-    return dxpad[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
+    return conv_backward_loops(dout, x, w, stride, pad, overwrite=True)
 
 
 def conv_backward_db_mean(dout, x, w, stride=1, pad=0):
@@ -292,15 +295,15 @@ WRONG = [
 
 @pytest.mark.parametrize("name, wrong, hint", WRONG, ids=[w.__name__ for _, w, _ in WRONG])
 def test_a_subtly_wrong_implementation_fails_with_its_hint(name, wrong, hint, capsys):
-    assert getattr(exercises, name)(wrong) is False
+    assert getattr(classroom, name)(wrong) is False
     out = capsys.readouterr().out
     assert "FAIL" in out and "Hint:" in out
     assert hint in out.replace("\n", " ").replace("  ", " ") or hint in " ".join(out.split()), out
 
 
 def test_decode_and_encode_slips_are_caught_by_the_pair_check(capsys):
-    assert exercises.check_encode_decode(boxes.encode, decode_without_clamp) is False
-    assert exercises.check_encode_decode(encode_corners, boxes.decode) is False
+    assert classroom.check_encode_decode(boxes.encode, decode_without_clamp) is False
+    assert classroom.check_encode_decode(encode_corners, boxes.decode) is False
 
 
 def test_an_exception_is_shown_with_the_students_line_not_raised(capsys):
@@ -308,7 +311,7 @@ def test_an_exception_is_shown_with_the_students_line_not_raised(capsys):
         union = np.zeros((len(a), len(b)))
         return 1 // 0 + union                      # a bug
 
-    assert exercises.check_iou(iou) is False
+    assert classroom.check_iou(iou) is False
     out = capsys.readouterr().out
     assert "ZeroDivisionError" in out
     assert "in iou(), line" in out and "1 // 0" in out
@@ -318,19 +321,19 @@ def test_forgetting_return_is_explained(capsys):
     def nms(b, s, t):
         keep = []                                  # noqa: F841 (the student forgot `return keep`)
 
-    assert exercises.check_nms(nms) is False
+    assert classroom.check_nms(nms) is False
     assert "did you forget to `return" in capsys.readouterr().out
 
 
 def test_a_wrong_shape_and_a_wrong_tuple_are_explained(capsys):
-    assert exercises.check_iou(lambda a, b: boxes.box_iou(a, b).T) is False
+    assert classroom.check_iou(lambda a, b: boxes.box_iou(a, b).T) is False
     assert "expected shape (3, 2), got shape (2, 3)" in capsys.readouterr().out
-    assert exercises.check_smooth_l1(lambda *a, **k: ops.smooth_l1(*a, **k)[1]) is False
+    assert classroom.check_smooth_l1(lambda *a, **k: ops.smooth_l1(*a, **k)[1]) is False
     assert "expected 2 things, (loss, dpred)" in capsys.readouterr().out
 
 
 def test_float_indices_from_nms_are_explained(capsys):
-    assert exercises.check_nms(lambda b, s, t: boxes.nms(b, s, t).astype(np.float64)) is False
+    assert classroom.check_nms(lambda b, s, t: boxes.nms(b, s, t).astype(np.float64)) is False
     assert "should be integers" in capsys.readouterr().out
 
 
@@ -341,21 +344,28 @@ def test_a_function_that_writes_into_its_inputs_does_not_spoil_the_checks(capsys
         b[:] = 0
         return result
 
-    assert exercises.check_iou(iou) is True
-    assert exercises.check_iou(boxes.box_iou) is True
+    assert classroom.check_iou(iou) is True
+    assert classroom.check_iou(boxes.box_iou) is True
+
+
+def test_python_m_minifrcnn_classroom_runs_every_check_on_the_library(capsys):
+    from minifrcnn.classroom.__main__ import main
+
+    assert main() == 0
+    assert "FAIL" not in capsys.readouterr().out
 
 
 def test_the_known_slips_with_every_switch_off_are_the_library(capsys):
     """The hints compare a student's answer with these variants: by default they must be right."""
-    assert exercises.check_iou(exercises._iou_variant)
-    assert exercises.check_anchors(exercises._anchors_variant)
-    assert exercises.check_encode(exercises._encode_variant)
-    assert exercises.check_decode(exercises._decode_variant)
-    assert exercises.check_nms(exercises._nms_variant)
-    assert exercises.check_smooth_l1(exercises._smooth_l1_variant)
-    assert exercises.check_softmax_cross_entropy_backward(exercises._sce_backward_variant)
-    assert exercises.check_roi_pool(exercises._roi_pool_variant)
-    assert exercises.check_conv_backward(exercises._conv_backward_variant)
+    assert classroom.check_iou(exercises._iou_variant)
+    assert classroom.check_anchors(exercises._anchors_variant)
+    assert classroom.check_encode(exercises._encode_variant)
+    assert classroom.check_decode(exercises._decode_variant)
+    assert classroom.check_nms(exercises._nms_variant)
+    assert classroom.check_smooth_l1(exercises._smooth_l1_variant)
+    assert classroom.check_softmax_cross_entropy_backward(exercises._sce_backward_variant)
+    assert classroom.check_roi_pool(exercises._roi_pool_variant)
+    assert classroom.check_conv_backward(exercises._conv_backward_variant)
 
 
 # ------------------------------------------------------------------------- the notebooks
@@ -397,7 +407,7 @@ def test_the_solution_notebook_passes_its_checks(stem, capsys):
     sources = "\n".join(c.source for c in cells)
     for check, functions in NOTEBOOK_CHECKS[stem]:
         assert f"{check}({', '.join(functions)})" in sources, f"{stem} never calls {check}"
-        assert getattr(exercises, check)(*[namespace[f] for f in functions]) is True, capsys.readouterr().out
+        assert getattr(classroom, check)(*[namespace[f] for f in functions]) is True, capsys.readouterr().out
 
 
 @pytest.mark.parametrize("stem", sorted(NOTEBOOK_CHECKS))

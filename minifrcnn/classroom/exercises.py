@@ -3,7 +3,7 @@
 Each exercise notebook (notebooks/exercises/student/NN_*.ipynb) asks for one or two functions
 with an exact signature, then calls a check on them:
 
-    from minifrcnn.exercises import check_iou
+    from minifrcnn.classroom import check_iou
     check_iou(iou)
 
 A check runs the student's function on hand-made edge cases and on seeded random inputs,
@@ -48,18 +48,18 @@ output_size=, spatial_scale=, stride=, pad=), so keep those names.
 
 Teachers: the `_..._variant` functions below are the known slips the hints recognise; each is
 the correct computation with one switch flipped, and tests/test_exercises.py checks that with
-every switch in its default position they agree with the library.
+every switch in its default position they agree with the library. How a check runs its cases and
+prints its feedback is in feedback.py, beside this file; `python -m minifrcnn.classroom` runs
+every check on the library's own functions.
 """
 import math
-import sys
-import textwrap
-import traceback
 
 import numpy as np
 
-from . import anchors as _anchors
-from . import boxes as _boxes
-from . import ops as _ops
+from .. import anchors as _anchors
+from .. import boxes as _boxes
+from .. import ops as _ops
+from .feedback import Case, calling, compare_array, compare_scalar, compare_tuple, copied, run_check, same_as
 
 __all__ = [
     "check_iou", "check_anchors", "check_grid_anchors", "check_encode", "check_decode",
@@ -67,214 +67,10 @@ __all__ = [
     "check_roi_pool", "check_conv_backward",
 ]
 
-MAX_DETAILS = 3          # failing cases shown in full; later failures get one line each
-
 
 # ======================================================================================
-# the machinery: cases, comparisons, feedback
+# inputs several exercises use
 # ======================================================================================
-
-class Case:
-    """One call of the student's function: its name, its inputs, the library's answer, a hint."""
-
-    def __init__(self, name, args, kwargs=None, expected=None, hint="", note=""):
-        self.name = name
-        self.args = tuple(args)            # positional arguments, in the documented order
-        self.kwargs = dict(kwargs or {})   # keyword arguments, by their documented names
-        self.expected = expected           # what the library returns for these inputs
-        self.hint = hint                   # general hint shown when this case fails
-        self.note = note                   # shown instead of big arrays, e.g. "seeded random"
-
-
-def _copy(value):
-    """Copies of arrays (so a function that writes into its inputs cannot spoil the next case)."""
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_copy(v) for v in value)
-    return value
-
-
-def _fmt(value):
-    """A short readable string for a number or an array."""
-    with np.printoptions(precision=4, suppress=True, floatmode="maxprec", linewidth=88):
-        if isinstance(value, np.ndarray):
-            if value.size == 0:
-                return f"empty array of shape {value.shape}"
-            return np.array2string(value, separator=", ")
-        if isinstance(value, (float, np.floating)):
-            text = f"{float(value):.6g}"
-            return text if any(ch in text for ch in ".ein") else text + ".0"
-        return repr(value)
-
-
-def _fmt_index(idx):
-    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
-
-
-def _as_float_array(got, what):
-    """got as a float64 array, or (None, problem lines)."""
-    if got is None:
-        return None, [f"{what} is None: did you forget to `return` it?"]
-    try:
-        arr = np.asarray(got, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None, [f"{what} should be an array of numbers, got a {type(got).__name__}"]
-    return arr, None
-
-
-def _compare_array(expected, got, what="the result", rtol=1e-6, atol=1e-8):
-    """None if got matches expected, else a list of lines that say how they differ."""
-    arr, problem = _as_float_array(got, what)
-    if problem:
-        return problem
-    exp = np.asarray(expected, dtype=np.float64)
-    if arr.shape != exp.shape:
-        return [f"{what}: expected shape {exp.shape}, got shape {arr.shape}"]
-    nan = np.isnan(arr) & ~np.isnan(exp)
-    if nan.any():
-        idx = tuple(np.argwhere(nan)[0])
-        return [f"{what} contains NaN, e.g. at index {_fmt_index(idx)} where {_fmt(exp[idx])} was expected",
-                "(NaN comes from 0 / 0, inf - inf or inf * 0, or from exp() of a huge number)"]
-    bad = ~np.isclose(arr, exp, rtol=rtol, atol=atol, equal_nan=True)
-    if not bad.any():
-        return None
-    idx = tuple(np.argwhere(bad)[0])
-    lines = []
-    if exp.ndim <= 2 and exp.size <= 40:
-        lines += [f"expected {what}:", _fmt(exp), "got:", _fmt(arr)]
-    elif exp.ndim > 2 and exp[idx[:-2]].size <= 49:       # the 2-D slice that holds the first difference
-        at = _fmt_index(idx[:-2])[:-1] + ", :, :]"
-        lines += [f"expected {what}{at}:", _fmt(exp[idx[:-2]]), "got:", _fmt(arr[idx[:-2]])]
-    where = f"at index {_fmt_index(idx)}: " if exp.ndim else ""
-    lines.append(f"{int(bad.sum())} of {exp.size} values differ; the first {where}"
-                 f"expected {_fmt(exp[idx])}, got {_fmt(arr[idx])}")
-    return lines
-
-
-def _compare_scalar(expected, got, what="the loss", rtol=1e-6, atol=1e-10):
-    arr, problem = _as_float_array(got, what)
-    if problem:
-        return problem
-    if arr.size != 1:
-        return [f"{what} should be one number, got an array of shape {arr.shape}"]
-    value = float(arr.reshape(()))
-    if math.isnan(value):
-        return [f"{what} is NaN (expected {_fmt(float(expected))}): a 0 / 0, or exp() of a huge number?"]
-    if not math.isclose(value, float(expected), rel_tol=rtol, abs_tol=atol):
-        return [f"expected {what} {_fmt(float(expected))}, got {_fmt(value)}"]
-    return None
-
-
-def _compare_tuple(expected, got, names, comparers):
-    """For functions that return several things, e.g. (loss, dpred) or (dx, dw, db)."""
-    n = len(names)
-    if not isinstance(got, (tuple, list)) or len(got) != n:
-        what = f"a {type(got).__name__}" if not isinstance(got, (tuple, list)) else f"{len(got)} things"
-        return [f"expected {n} things, ({', '.join(names)}), got {what}",
-                f"end your function with:  return {', '.join(names)}"]
-    for name, cmp, e, g in zip(names, comparers, expected, got):
-        problem = cmp(e, g, name)
-        if problem:
-            return problem
-    return None
-
-
-def _where_in_student_code(exc):
-    """'line N of your code: <source>' for the deepest frame outside NumPy and this module."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    here = __file__
-    numpy_dir = np.__file__.rsplit("/", 1)[0]
-    mine = [f for f in frames if not f.filename.startswith(numpy_dir) and f.filename != here]
-    if not mine:
-        return None
-    f = mine[-1]
-    code = f" `{f.line.strip()}`" if f.line else ""
-    return f"in {f.name}(), line {f.lineno}:{code}"
-
-
-def _describe_inputs(case, names):
-    """Lines that show the case's inputs: small arrays in full, big ones by shape."""
-    values = list(zip(names, case.args)) + list(case.kwargs.items())
-    lines = []
-    for name, value in values:
-        if isinstance(value, np.ndarray) and (value.size > 24 or value.ndim > 2):
-            lines.append(f"{name} = array of shape {value.shape}" + (f" ({case.note})" if case.note else ""))
-        else:
-            text = _fmt(value).replace("\n", "\n" + " " * (len(name) + 3))
-            lines.append(f"{name} = {text}")
-    return lines
-
-
-def _run_check(title, signature, cases, call, compare, names, mistakes=()):
-    """Run every case, print PASS / FAIL lines and details, return True if all passed.
-
-    call(case) -> what the student's function returned (called with copies of the inputs).
-    compare(expected, got) -> None, or a list of lines describing the difference.
-    mistakes: (predicate(case, got) -> bool, hint) pairs: a known slip recognised in `got`.
-    """
-    print(f"Checking {title}: {len(cases)} cases")
-    passed = 0
-    failed = 0
-    for case in cases:
-        hint = case.hint
-        try:
-            with np.errstate(all="ignore"):            # NaN and inf are reported below, not warned
-                got = call(case)
-        except NotImplementedError:
-            print(f"  not implemented yet: {signature} still raises NotImplementedError.")
-            print("  Replace the line `raise NotImplementedError(...)` with your code, run that cell,")
-            print("  then run this check again.")
-            return False
-        except Exception as exc:                        # a student's bug: show it, do not crash
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            problem = [f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")]
-            where = _where_in_student_code(exc)
-            if where:
-                problem.append(where)
-        else:
-            problem = compare(case.expected, got)
-            if problem:
-                for predicate, mistake_hint in mistakes:
-                    try:
-                        with np.errstate(all="ignore"):
-                            hit = predicate(case, got)
-                    except Exception:
-                        hit = False
-                    if hit:
-                        hint = mistake_hint
-                        break
-        if not problem:
-            passed += 1
-            print(f"  PASS  {case.name}")
-            continue
-        failed += 1
-        print(f"  FAIL  {case.name}")
-        if failed > MAX_DETAILS:
-            continue
-        indent = " " * 8
-        for i, line in enumerate(_describe_inputs(case, names)):
-            label = "inputs: " if i == 0 else " " * 8
-            print(indent + label + line.replace("\n", "\n" + indent + " " * 8))
-        for line in problem:
-            print(indent + line.replace("\n", "\n" + indent))
-        if hint:
-            print(textwrap.fill("Hint: " + hint, width=100, initial_indent=indent,
-                                subsequent_indent=indent + "      "))
-    if failed == 0:
-        print("Both cases passed. Well done!" if len(cases) == 2 else f"All {len(cases)} cases passed. Well done!")
-        return True
-    print(f"{passed} of {len(cases)} cases passed. Start with the first FAIL above, fix your function,")
-    print("run its cell again, then this one.")
-    return False
-
-
-def _same_as(variant, compare):
-    """A mistake predicate: got matches what `variant` (a known slip) returns on the case's inputs."""
-    def predicate(case, got):
-        return compare(variant(*_copy(case.args), **_copy(case.kwargs)), got) is None
-    return predicate
-
 
 def _random_boxes(rng, n, size=100.0, min_side=2.0, max_side=40.0):
     """(n, 4) float64 boxes with corners in [0, size] and sides in [min_side, max_side]."""
@@ -337,19 +133,19 @@ def check_iou(iou):
     ]
     cases = [Case(name, (a, b), expected=_boxes.box_iou(a, b), hint=hint, note="seeded random")
              for name, a, b, hint in specs]
-    compare = lambda e, g: _compare_array(e, g, "IoU")
+    compare = lambda e, g: compare_array(e, g, "IoU")
     mistakes = [
-        (_same_as(lambda a, b: _iou_variant(a, b, plus_one=True), compare),
+        (same_as(_iou_variant, compare, plus_one=True),
          "Your answer matches widths computed as x2 - x1 + 1. Our boxes are continuous: "
          "width = x2 - x1, no +1 (the +1 belongs to old integer-pixel code)."),
-        (_same_as(lambda a, b: _iou_variant(a, b, clamp=False), compare),
+        (same_as(_iou_variant, compare, clamp=False),
          "Clamp the overlap width and height at 0 (np.maximum(..., 0)): for boxes apart in x and "
          "in y, two negative overlaps multiply to a positive 'intersection'."),
-        (_same_as(lambda a, b: _iou_variant(a, b, subtract_inter=False), compare),
+        (same_as(_iou_variant, compare, subtract_inter=False),
          "union = area_a + area_b - inter: without '- inter' the overlap is counted twice."),
     ]
-    return _run_check("iou(a, b)", "iou(a, b)", cases, lambda c: iou(*_copy(c.args)), compare,
-                      names=("a", "b"), mistakes=mistakes)
+    return run_check("iou(a, b)", cases, calling(iou), compare,
+                     names=("a", "b"), mistakes=mistakes)
 
 
 # ======================================================================================
@@ -396,22 +192,21 @@ def check_anchors(generate_anchors):
     cases = [Case(name, (bs, r, s), hint=hint,
                   expected=_anchors.generate_base_anchors(bs, r, s, dtype=np.float64))
              for name, bs, r, s, hint in specs]
-    compare = lambda e, g: _compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
+    compare = lambda e, g: compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
     mistakes = [
-        (_same_as(lambda *a: _anchors_variant(*a, swap=True), compare),
+        (same_as(_anchors_variant, compare, swap=True),
          "Your w and h are swapped: the ratio is h / w, so h = side * sqrt(r) and w = side / sqrt(r)."),
-        (_same_as(lambda *a: _anchors_variant(*a, scale_major=True), compare),
+        (same_as(_anchors_variant, compare, scale_major=True),
          "Right anchors, wrong order: the rows go ratio-major (outer loop over ratios, inner over scales)."),
-        (_same_as(lambda *a: _anchors_variant(*a, centre="zero"), compare),
+        (same_as(_anchors_variant, compare, centre="zero"),
          "Your anchors are centred on (0, 0); centre them on (base_size / 2, base_size / 2), "
          "the centre of the first feature-map cell."),
-        (_same_as(lambda *a: _anchors_variant(*a, centre="caffe"), compare),
+        (same_as(_anchors_variant, compare, centre="caffe"),
          "Centred on (base_size - 1) / 2: that is py-faster-rcnn's integer-pixel convention. Here boxes "
          "are continuous: the centre is base_size / 2."),
     ]
-    return _run_check("generate_anchors(base_size, ratios, scales)", "generate_anchors(base_size, ratios, scales)",
-                      cases, lambda c: generate_anchors(*_copy(c.args)), compare,
-                      names=("base_size", "ratios", "scales"), mistakes=mistakes)
+    return run_check("generate_anchors(base_size, ratios, scales)", cases, calling(generate_anchors), compare,
+                     names=("base_size", "ratios", "scales"), mistakes=mistakes)
 
 
 def check_grid_anchors(grid_anchors):
@@ -437,7 +232,7 @@ def check_grid_anchors(grid_anchors):
     ]
     cases = [Case(name, (b, h, w, s), hint=hint, expected=_anchors.grid_anchors(b, h, w, s))
              for name, b, h, w, s, hint in specs]
-    compare = lambda e, g: _compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
+    compare = lambda e, g: compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
 
     def column_major(base, h, w, s):      # x slowest instead of y
         return _anchors.grid_anchors(base, h, w, s).reshape(h, w, -1, 4).transpose(1, 0, 2, 3).reshape(-1, 4)
@@ -449,17 +244,16 @@ def check_grid_anchors(grid_anchors):
         return _anchors.grid_anchors(base, h, w, 1)
 
     mistakes = [
-        (_same_as(column_major, compare),
+        (same_as(column_major, compare),
          "Right anchors, wrong order: loop over y (rows) outside and x (columns) inside."),
-        (_same_as(anchors_slowest, compare),
+        (same_as(anchors_slowest, compare),
          "Right anchors, wrong order: the A anchors of one cell come together (anchor index fastest), "
          "so the RPN's outputs (H, W, A) line up with them."),
-        (_same_as(no_stride, compare),
+        (same_as(no_stride, compare),
          "Shift by x * stride and y * stride pixels, not by the cell index."),
     ]
-    return _run_check("grid_anchors(base, feat_h, feat_w, stride)", "grid_anchors(base, feat_h, feat_w, stride)",
-                      cases, lambda c: grid_anchors(*_copy(c.args)), compare,
-                      names=("base", "feat_h", "feat_w", "stride"), mistakes=mistakes)
+    return run_check("grid_anchors(base, feat_h, feat_w, stride)", cases, calling(grid_anchors), compare,
+                     names=("base", "feat_h", "feat_w", "stride"), mistakes=mistakes)
 
 
 # ======================================================================================
@@ -535,18 +329,17 @@ def check_encode(encode):
         kwargs = {} if weights is None else {"weights": weights}
         cases.append(Case(name, (ref, target), kwargs, expected=_boxes.encode(ref, target, **kwargs),
                           hint=hint, note="seeded random"))
-    compare = lambda e, g: _compare_array(e, g, "deltas")
+    compare = lambda e, g: compare_array(e, g, "deltas")
     mistakes = [
-        (_same_as(lambda r, t, **k: _encode_variant(r, t, corners=True, **k), compare),
+        (same_as(_encode_variant, compare, corners=True),
          "tx and ty measure how far the CENTRE moves (x = x1 + w / 2), not the top-left corner."),
-        (_same_as(lambda r, t, **k: _encode_variant(r, t, flip_log=True, **k), compare),
+        (same_as(_encode_variant, compare, flip_log=True),
          "The sign of tw, th is flipped: tw = log(w / wa), target size over reference size."),
-        (_same_as(lambda r, t, **k: _encode_variant(r, t, divide=True, **k), compare),
+        (same_as(_encode_variant, compare, divide=True),
          "The weights multiply the deltas (tx = wx * (x - xa) / wa); decode is where they divide."),
     ]
-    return _run_check("encode(ref, target, weights)", "encode(ref, target, weights)", cases,
-                      lambda c: encode(*_copy(c.args), **_copy(c.kwargs)), compare,
-                      names=("ref", "target"), mistakes=mistakes)
+    return run_check("encode(ref, target, weights)", cases, calling(encode), compare,
+                     names=("ref", "target"), mistakes=mistakes)
 
 
 def check_decode(decode):
@@ -588,19 +381,18 @@ def check_decode(decode):
         kwargs = {} if weights is None else {"weights": weights}
         cases.append(Case(name, (r, d), kwargs, expected=_boxes.decode(r, d, **kwargs), hint=hint,
                           note="seeded random"))
-    compare = lambda e, g: _compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
+    compare = lambda e, g: compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
     mistakes = [
-        (_same_as(lambda r, d, **k: _decode_variant(r, d, clamp=False, **k), compare),
+        (same_as(_decode_variant, compare, clamp=False),
          "Clamp tw and th at log(1000 / 16) (boxes.BBOX_XFORM_CLIP) with np.minimum before np.exp."),
-        (_same_as(lambda r, d, **k: _decode_variant(r, d, multiply=True, **k), compare),
+        (same_as(_decode_variant, compare, multiply=True),
          "Decode undoes encode, so it DIVIDES the deltas by the weights (encode multiplied)."),
-        (_same_as(lambda r, d, **k: _decode_variant(r, d, corners=True, **k), compare),
+        (same_as(_decode_variant, compare, corners=True),
          "The deltas move the CENTRE: x = tx * wa + xa with xa = x1 + wa / 2, and the box is "
          "(x - w/2, y - h/2, x + w/2, y + h/2)."),
     ]
-    return _run_check("decode(ref, deltas, weights)", "decode(ref, deltas, weights)", cases,
-                      lambda c: decode(*_copy(c.args), **_copy(c.kwargs)), compare,
-                      names=("ref", "deltas"), mistakes=mistakes)
+    return run_check("decode(ref, deltas, weights)", cases, calling(decode), compare,
+                     names=("ref", "deltas"), mistakes=mistakes)
 
 
 def check_encode_decode(encode, decode):
@@ -616,11 +408,11 @@ def check_encode_decode(encode, decode):
              Case("... and with the head's weights (10, 10, 5, 5)", (refs, targets), {"weights": HEAD_WEIGHTS},
                   expected=targets, hint="encode multiplies by the weights, decode divides by them.",
                   note="seeded random")]
-    compare = lambda e, g: _compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
-    ok_round = _run_check("the round trip", "encode or decode", cases,
-                          lambda c: decode(c.args[0].copy(), encode(*_copy(c.args), **_copy(c.kwargs)),
-                                           **_copy(c.kwargs)),
-                          compare, names=("ref", "target"))
+    compare = lambda e, g: compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
+    ok_round = run_check("the round trip", cases,
+                         lambda c: decode(c.args[0].copy(), encode(*copied(c.args), **copied(c.kwargs)),
+                                          **copied(c.kwargs)),
+                         compare, names=("ref", "target"), signature="encode or decode")
     return ok_encode and ok_decode and ok_round
 
 
@@ -715,22 +507,21 @@ def check_nms(nms):
         s = np.asarray(s, dtype=np.float64)
         cases.append(Case(name, (b, s, thr), expected=_boxes.nms(b, s, thr), hint=hint, note="seeded random"))
     mistakes = [
-        (_same_as(lambda b, s, t: _nms_variant(b, s, t, strict=False), _compare_indices),
+        (same_as(_nms_variant, _compare_indices, strict=False),
          "Your result is what NMS gives with IoU >= iou_threshold (or with an IoU a little too "
          "large, such as +1 in the widths): suppress only when IoU > iou_threshold, strictly, with "
          "the IoU of exercise 01."),
-        (_same_as(lambda b, s, t: _nms_variant(b, s, t, order="reversed"), _compare_indices),
+        (same_as(_nms_variant, _compare_indices, order="reversed"),
          "Equal scores are visited in reverse index order: argsort(scores)[::-1] reverses ties. "
          "Use np.argsort(-scores, kind='stable') so the lower index comes first."),
-        (_same_as(lambda b, s, t: _nms_variant(b, s, t, only_kept=False), _compare_indices),
+        (same_as(_nms_variant, _compare_indices, only_kept=False),
          "A suppressed box suppresses nothing: compare each box only with the boxes you kept."),
-        (_same_as(lambda b, s, t: _nms_variant(b, s, t, sort_output=True), _compare_indices),
+        (same_as(_nms_variant, _compare_indices, sort_output=True),
          "Right boxes, wrong order: return them in the order you kept them (decreasing score), "
          "not sorted by index."),
     ]
-    return _run_check("nms(boxes, scores, iou_threshold)", "nms(boxes, scores, iou_threshold)", cases,
-                      lambda c: nms(*_copy(c.args)), _compare_indices,
-                      names=("boxes", "scores", "iou_threshold"), mistakes=mistakes)
+    return run_check("nms(boxes, scores, iou_threshold)", cases, calling(nms), _compare_indices,
+                     names=("boxes", "scores", "iou_threshold"), mistakes=mistakes)
 
 
 # ======================================================================================
@@ -789,25 +580,23 @@ def check_smooth_l1(smooth_l1):
              for name, p, t, w, kw, hint in specs]
 
     def compare(e, g):
-        return _compare_tuple(e, g, ("loss", "dpred"),
-                              (lambda a, b, n: _compare_scalar(a, b, n),
-                               lambda a, b, n: _compare_array(a, b, n)))
+        return compare_tuple(e, g, ("loss", "dpred"),
+                              (lambda a, b, n: compare_scalar(a, b, n),
+                               lambda a, b, n: compare_array(a, b, n)))
 
     mistakes = [
-        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, threshold="inv_s", **k), compare),
+        (same_as(_smooth_l1_variant, compare, threshold="inv_s"),
          "The quadratic zone ends at |d| = 1 / sigma^2, not 1 / sigma (that is where both pieces meet "
          "with equal value and slope)."),
-        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, threshold="one", **k), compare),
+        (same_as(_smooth_l1_variant, compare, threshold="one"),
          "With sigma the quadratic zone ends at |d| = 1 / sigma^2, not at 1."),
-        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, grad_weights=False, **k), compare),
+        (same_as(_smooth_l1_variant, compare, grad_weights=False),
          "Chain rule: d = w * (pred - target), so dpred = w * f'(d) / normalizer; multiply by the weights."),
-        (_same_as(lambda *a, **k: _smooth_l1_variant(*a, grad_norm=False, **k), compare),
+        (same_as(_smooth_l1_variant, compare, grad_norm=False),
          "The loss is divided by the normalizer, so its gradient is too."),
     ]
-    return _run_check("smooth_l1(pred, target, weights, sigma, normalizer)",
-                      "smooth_l1(pred, target, weights, sigma, normalizer)", cases,
-                      lambda c: smooth_l1(*_copy(c.args), **_copy(c.kwargs)), compare,
-                      names=("pred", "target", "weights"), mistakes=mistakes)
+    return run_check("smooth_l1(pred, target, weights, sigma, normalizer)", cases, calling(smooth_l1), compare,
+                     names=("pred", "target", "weights"), mistakes=mistakes)
 
 
 # ======================================================================================
@@ -868,21 +657,19 @@ def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward):
         kwargs = {} if norm is None else {"normalizer": norm}
         cases.append(Case(name, (z, y), kwargs, expected=_ops.softmax_cross_entropy(z, y, **kwargs)[1],
                           hint=hint, note="seeded random"))
-    compare = lambda e, g: _compare_array(e, g, "dlogits")
+    compare = lambda e, g: compare_array(e, g, "dlogits")
     mistakes = [
-        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, norm="none", **k), compare),
+        (same_as(_sce_backward_variant, compare, norm="none"),
          "Your gradient is not normalised: the loss is a mean over the kept rows, so divide by their number."),
-        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, norm="all", **k), compare),
+        (same_as(_sce_backward_variant, compare, norm="all"),
          "Divide by the number of KEPT rows (labels >= 0), not by all N rows."),
-        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, ignore=False, **k), compare),
+        (same_as(_sce_backward_variant, compare, ignore=False),
          "Rows with label -1 must get zero gradient: in Python, onehot[i, -1] marks the LAST class."),
-        (_same_as(lambda z, y, **k: _sce_backward_variant(z, y, sign=-1.0, **k), compare),
+        (same_as(_sce_backward_variant, compare, sign=-1.0),
          "The sign is flipped: d loss / d z = p - onehot (the loss is MINUS log p)."),
     ]
-    return _run_check("softmax_cross_entropy_backward(logits, labels, normalizer)",
-                      "softmax_cross_entropy_backward(logits, labels, normalizer)", cases,
-                      lambda c: softmax_cross_entropy_backward(*_copy(c.args), **_copy(c.kwargs)), compare,
-                      names=("logits", "labels"), mistakes=mistakes)
+    return run_check("softmax_cross_entropy_backward(logits, labels, normalizer)", cases,
+                     calling(softmax_cross_entropy_backward), compare, names=("logits", "labels"), mistakes=mistakes)
 
 
 # ======================================================================================
@@ -981,25 +768,23 @@ def check_roi_pool(roi_pool):
                   expected=_ops.roi_pool_forward(f, r, output_size=size, spatial_scale=scale)[0],
                   hint=hint, note="seeded random")
              for name, f, r, size, scale, hint in specs]
-    compare = lambda e, g: _compare_array(e, g, "pooled output")
+    compare = lambda e, g: compare_array(e, g, "pooled output")
     mistakes = [
-        (_same_as(lambda *a, **k: _roi_pool_variant(*a, rounding="np_round", **k), compare),
+        (same_as(_roi_pool_variant, compare, rounding="np_round"),
          "np.round rounds halves to even (2.5 -> 2); RoI pooling rounds half AWAY from zero "
          "(2.5 -> 3): np.floor(abs(v) + 0.5) * np.sign(v)."),
-        (_same_as(lambda *a, **k: _roi_pool_variant(*a, rounding="trunc", **k), compare),
+        (same_as(_roi_pool_variant, compare, rounding="trunc"),
          "int(v) truncates (2.7 -> 2); the corners are ROUNDED, half away from zero."),
-        (_same_as(lambda *a, **k: _roi_pool_variant(*a, plus_one=False, **k), compare),
+        (same_as(_roi_pool_variant, compare, plus_one=False),
          "The RoI's corner cells are both inside it: roi_w = x_end - x_start + 1 (here the +1 is right)."),
-        (_same_as(lambda *a, **k: _roi_pool_variant(*a, start=0.0, **k), compare),
+        (same_as(_roi_pool_variant, compare, start=0.0),
          "Your maxima never go below 0: start the running max at -inf (or use window.max()); "
          "only an EMPTY bin outputs 0."),
-        (_same_as(lambda *a, **k: _roi_pool_variant(*a, use_batch=False, **k), compare),
+        (same_as(_roi_pool_variant, compare, use_batch=False),
          "Every RoI was pooled from image 0: use feat[int(roi[0])], the RoI's own image."),
     ]
-    return _run_check("roi_pool(feat, rois, output_size, spatial_scale)",
-                      "roi_pool(feat, rois, output_size, spatial_scale)", cases,
-                      lambda c: roi_pool(*_copy(c.args), **_copy(c.kwargs)), compare,
-                      names=("feat", "rois"), mistakes=mistakes)
+    return run_check("roi_pool(feat, rois, output_size, spatial_scale)", cases, calling(roi_pool), compare,
+                     names=("feat", "rois"), mistakes=mistakes)
 
 
 # ======================================================================================
@@ -1061,13 +846,13 @@ def check_conv_backward(conv_backward):
                           expected=_ops.conv2d_backward(dout, cache), hint=hint, note="seeded random"))
 
     def compare(e, g):
-        return _compare_tuple(e, g, ("dx", "dw", "db"), [lambda a, b, n: _compare_array(a, b, n)] * 3)
+        return compare_tuple(e, g, ("dx", "dw", "db"), [lambda a, b, n: compare_array(a, b, n)] * 3)
 
     # The slips below are each about one of dx, dw, db: a hint is given only when that one is the
     # first of the three that is wrong (the comparison reports the first wrong one).
     def first_wrong(case, got):
         for i in range(3):
-            if _compare_array(case.expected[i], got[i], "") is not None:
+            if compare_array(case.expected[i], got[i], "") is not None:
                 return i
         return None
 
@@ -1093,31 +878,8 @@ def check_conv_backward(conv_backward):
         (dw_per_image, "dw has one gradient per image: sum over the batch, dw has w's shape (F, C, kh, kw)."),
         (db_not_summed, "db has one number per filter: db = dout.sum(axis=(0, 2, 3)), shape (F,)."),
         (db_mean, "db is a SUM of dout over n, i, j (every output adds b once), not a mean."),
-        (_same_as(lambda *a, **k: _conv_backward_variant(*a, overwrite=True, **k), compare),
+        (same_as(_conv_backward_variant, compare, overwrite=True),
          "Overlapping windows overwrite each other in your dx: accumulate with dxpad[...] += ..., not =."),
     ]
-    return _run_check("conv_backward(dout, x, w, stride, pad)", "conv_backward(dout, x, w, stride, pad)",
-                      cases, lambda c: conv_backward(*_copy(c.args), **_copy(c.kwargs)), compare,
-                      names=("dout", "x", "w"), mistakes=mistakes)
-
-
-if __name__ == "__main__":      # python -m minifrcnn.exercises: every check on the library itself
-    from .ops.conv import conv2d_backward, conv2d_forward
-
-    def _library_conv_backward(dout, x, w, stride=1, pad=0):
-        return conv2d_backward(dout, conv2d_forward(x, w, np.zeros(w.shape[0]), stride, pad)[1])
-
-    results = [
-        check_iou(_boxes.box_iou),
-        check_anchors(_anchors.generate_base_anchors),
-        check_grid_anchors(_anchors.grid_anchors),
-        check_encode_decode(_boxes.encode, _boxes.decode),
-        check_nms(_boxes.nms),
-        check_smooth_l1(_ops.smooth_l1),
-        check_softmax_cross_entropy_backward(
-            lambda z, y, normalizer=None: _ops.softmax_cross_entropy(z, y, normalizer)[1]),
-        check_roi_pool(lambda f, r, output_size=(7, 7), spatial_scale=1 / 16:
-                       _ops.roi_pool_forward(f, r, output_size, spatial_scale)[0]),
-        check_conv_backward(_library_conv_backward),
-    ]
-    sys.exit(0 if all(results) else 1)
+    return run_check("conv_backward(dout, x, w, stride, pad)", cases, calling(conv_backward), compare,
+                     names=("dout", "x", "w"), mistakes=mistakes)

@@ -1,0 +1,17 @@
+"""The classroom checks: each exercise notebook (notebooks/exercises/) calls one on the student's code.
+
+    from minifrcnn.classroom import check_iou
+    check_iou(iou)        # prints PASS / FAIL per case with hints; returns True or False
+
+exercises.py holds the eight exercises (the table of signatures, checks and the library functions
+they are compared with is its docstring) and the known slips its hints recognise; feedback.py runs
+a check's cases and prints the feedback. Not part of the detector: nothing in minifrcnn imports it.
+"""
+from . import exercises
+from .exercises import (  # noqa: F401
+    check_anchors, check_conv_backward, check_decode, check_encode, check_encode_decode,
+    check_grid_anchors, check_iou, check_nms, check_roi_pool, check_smooth_l1,
+    check_softmax_cross_entropy_backward,
+)
+
+__all__ = list(exercises.__all__)
