@@ -17,8 +17,6 @@ import shutil
 import sys
 import time
 
-import numpy as np
-
 from .backend import DeviceError, resolve_device
 from .train import TrainingDiverged
 
@@ -89,24 +87,6 @@ def _check_output_folder(path, flag):
 RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl")   # what a training run leaves
 
 
-def config_for_data(samples, class_names, seed=0, min_size=None, max_size=None, **overrides):
-    """The training config for a data set: the small-image preset, sized to the data.
-
-    The image size is the median shorter side of the training images (never up-scaled),
-    unless --min-size / --max-size say otherwise; the anchors scale with it, so the largest
-    anchor is about half the shorter side, as 64 px anchors are for 128 px images.
-    """
-    from .config import Config
-    shorter = int(np.median([min(s["image"].shape[:2]) for s in samples]))
-    min_size = int(min_size or min(shorter, 600))
-    max_size = int(max_size or max(min_size, int(round(min_size * 1000 / 600))))
-    factor = min_size / 128.0
-    scales = tuple(round(s * factor, 3) for s in (2, 4, 8))
-    return Config.small(num_classes=len(class_names), class_names=tuple(class_names), seed=seed,
-                        image_min_size=min_size, image_max_size=max_size,
-                        anchor_scales=scales, rpn_min_size=4.0 * factor, **overrides)
-
-
 # --- commands ---------------------------------------------------------------------------------
 def cmd_make_shapes(args):
     from .data import shapes
@@ -116,8 +96,9 @@ def cmd_make_shapes(args):
 
 
 def cmd_train(args):
-    from .alternating import STEPS
+    from .config import config_for_data
     from .data.voc import read_split_file
+    from .paper.alternating import STEPS
     from .train import train
     device = resolve_device(args.device)
     _check_output_folder(args.out, "--out")
@@ -134,12 +115,10 @@ def cmd_train(args):
                                       args.train_images)
     if not samples:
         raise ValueError(f"training split of {args.data_dir or args.dataset} is empty")
-    overrides = {}
-    if args.iters is not None:
-        overrides["iters"] = args.iters
-        overrides["lr_steps"] = (int(args.iters * 0.8),)
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
-                          max_size=args.max_size, **overrides)
+                          max_size=args.max_size)
+    if args.iters is not None:
+        cfg = cfg.with_iters(args.iters)        # the lr step moves with it, to 80%
     for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
         if value is not None and value < cfg.feat_stride:
             raise ValueError(f"{flag} {value}: at least {cfg.feat_stride} px (the backbone's "
@@ -166,7 +145,7 @@ def cmd_train(args):
         load_backbone_weights(start_model.backbone, args.backbone_weights)
     t0 = time.time()
     if args.scheme == "alternating":
-        from .alternating import train_alternating
+        from .paper.alternating import train_alternating
         model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
                                   device=device, resume=args.resume,
                                   checkpoint_every=args.checkpoint_every,
@@ -185,7 +164,8 @@ def cmd_train(args):
 
 
 def cmd_pretrain(args):
-    from .pretrain import pretrain_backbone
+    from .config import config_for_data
+    from .paper.pretrain import pretrain_backbone
     device = resolve_device(args.device)
     _check_output_file(args.out, "--out")
     samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
@@ -195,7 +175,7 @@ def cmd_pretrain(args):
 
 
 def cmd_experiment(args):
-    from .experiments import run_experiment
+    from .paper.experiments import run_experiment
     device = resolve_device(args.device)
     _check_output_folder(args.out, "--out")
     earlier = os.path.join(args.out, f"{args.name}.json")
@@ -363,7 +343,8 @@ def build_parser():
                    help="draw detections scoring at least this")
     s.set_defaults(func=cmd_detect)
 
-    s = sub.add_parser("bench", help="time the ops (and torch's, if installed)")
+    s = sub.add_parser("bench", help="time the ops and the detector "
+                                     "(benchmarks/bench_vs_torch.py: PyTorch's beside them)")
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.add_argument("--repeat", type=positive_int, default=10)
     s.add_argument("--only", nargs="+", help="groups to run (conv pool linear ...)")
@@ -372,7 +353,9 @@ def build_parser():
 
 
 def main(argv=None):
+    from .backend import keep_freed_memory
     args = build_parser().parse_args(argv)
+    keep_freed_memory()           # big freed arrays stay in malloc for reuse: see its docstring
     try:
         args.func(args)
     except KeyboardInterrupt:

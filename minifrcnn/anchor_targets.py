@@ -21,7 +21,7 @@ negatives fill the rest of batch_size and randomly chosen extra negatives become
 The random choice uses a numpy Generator on the host, which picks positions among the N
 candidates (only N, a shape, is needed); the chosen positions go to the labels' device.
 In training the model calls this with numpy arrays: the targets depend only on the ground truth
-and the image size, so they are computed on the host and uploaded (model.FasterRCNN.sample).
+and the image size, so they are computed on the host and uploaded (joint_training.JointTraining.sample).
 
 Regression targets, for positive anchors only (zeros elsewhere; the loss ignores them):
 

@@ -1,16 +1,23 @@
 """Every hyper-parameter of the detector in one place, with the paper's defaults.
 
-Where the paper is silent the value is py-faster-rcnn's (see ../shared/DESIGN.md).
+Where the paper is silent the value is py-faster-rcnn's (docs/DESIGN.md lists them).
 `Config()` is the paper's setting (600 px images, stride 16, anchors 128-512 px);
 `Config.small()` is the CPU preset for ~128 px images, which overrides only what the
-data needs (backbone, stride, anchor sizes, image size, learning rate, iterations).
+data needs (backbone, stride, anchor sizes, image size, learning rate, iterations), and
+`config_for_data(samples, class_names)` sizes that preset to a data set: the config the
+command line trains with.
 
     >>> from minifrcnn.config import Config
     >>> cfg = Config.small(num_classes=4)
     >>> cfg.anchor_sizes()            # base_size * scales, in pixels
     (16, 32, 64)
 """
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+
+LR_STEP_AT = 0.8          # the learning rate steps down after this fraction of the iterations
+REMOVED_FIELDS = ("extra",)   # fields older checkpoints may hold; read and ignored
 
 
 @dataclass
@@ -86,7 +93,6 @@ class Config:
     max_detections: int = 100           # per image
 
     seed: int = 0
-    extra: dict = field(default_factory=dict)   # free-form notes saved with a checkpoint
 
     def anchor_sizes(self):
         """The anchors' sides in pixels for ratio 1: base_size * scale."""
@@ -98,7 +104,7 @@ class Config:
 
     @classmethod
     def small(cls, **overrides):
-        """The CPU preset for ~128 px images (DESIGN.md, 'Small images')."""
+        """The CPU preset for ~128 px images (docs/DESIGN.md, "The small preset")."""
         values = dict(
             backbone="small", feat_stride=8,
             anchor_base_size=8, anchor_scales=(2, 4, 8),   # 16, 32, 64 px
@@ -111,6 +117,12 @@ class Config:
         )
         values.update(overrides)
         return cls(**values)
+
+    def with_iters(self, iters):
+        """A copy that trains for `iters` iterations, the learning rate stepped down after
+        LR_STEP_AT (80%) of them (never before iteration 1): lr_steps = (0.8 * iters,)."""
+        iters = int(iters)
+        return self.replace(iters=iters, lr_steps=(max(1, int(iters * LR_STEP_AT)),))
 
     def replace(self, **changes):
         """A copy with some fields changed (unknown names are a ValueError)."""
@@ -125,10 +137,34 @@ class Config:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of to_dict; lists become tuples again, unknown keys are a ValueError."""
+        """Inverse of to_dict; lists become tuples again, unknown keys are a ValueError
+        (REMOVED_FIELDS, which older checkpoints hold, are dropped)."""
         names = {f.name: f for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k not in REMOVED_FIELDS}
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**values)
+
+
+def config_for_data(samples, class_names, seed=0, min_size=None, max_size=None, **overrides):
+    """The training config for a data set: the small-image preset (Config.small), sized to it.
+
+    The image size is the median shorter side of the training images (never up-scaled,
+    at most 600 px, the paper's size), unless min_size / max_size (--min-size / --max-size)
+    say otherwise; max_size defaults to min_size * 1000 / 600, the paper's ratio. The anchors
+    scale with the image: 16/32/64 px at 128 px, so the largest anchor is about half the
+    shorter side; the RPN's minimum proposal size (4 px at 128 px) scales the same way.
+
+    samples: dicts with an "image" (H, W, 3); class_names: the K names in label order.
+    """
+    shorter = int(np.median([min(s["image"].shape[:2]) for s in samples]))
+    min_size = int(min_size or min(shorter, 600))
+    max_size = int(max_size or max(min_size, int(round(min_size * 1000 / 600))))
+    factor = min_size / 128.0
+    sized = dict(image_min_size=min_size, image_max_size=max_size, rpn_min_size=4.0 * factor,
+                 anchor_scales=tuple(round(s * factor, 3) for s in (2, 4, 8)))
+    sized.update(overrides)                                     # the caller's choice wins
+    return Config.small(num_classes=len(class_names), class_names=tuple(class_names), seed=seed,
+                        **sized)

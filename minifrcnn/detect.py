@@ -94,12 +94,13 @@ def detect_files(checkpoint, image_paths, out_dir, device=None, score_threshold=
     Every file is read, and every output name checked (output_paths), first, so a bad one
     stops the run before anything is written. Returns the written paths.
     """
+    from .data.transforms import check_image
     from .model import FasterRCNN
     outs = output_paths(image_paths, out_dir)
     model = FasterRCNN.load(checkpoint, device=device)
     images = [read_image(p) for p in image_paths]
     for path, image in zip(image_paths, images):
-        model.check_image(image, f"image {path}")
+        check_image(image, model.cfg, f"image {path}")     # every image, before any work
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for path, out, image, det in zip(image_paths, outs, images,

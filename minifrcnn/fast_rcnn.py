@@ -16,7 +16,7 @@ with the smooth-L1 of sigma 1 and regression targets divided by the stds (0.1, 0
 (proposal_targets.py), lambda = config.head_lambda (1 in the paper).
 """
 from . import ops
-from .layers import Linear, Module, ReLU
+from .layers import Linear, Module, ReLU, check_cache
 
 
 class FastRCNNHead(Module):
@@ -47,6 +47,7 @@ class FastRCNNHead(Module):
         self.cls = Linear(hidden, num_classes + 1, init="gaussian", std=0.01, rng=rng, dtype=dtype)
         self.reg = Linear(hidden, 4 * (num_classes + 1), init="gaussian", std=0.001, rng=rng,
                           dtype=dtype)
+        self.cache = None                  # (RoI pooling's cache, pooled shape) of the last forward
 
     def pool(self, feat, rois):
         """feat (N, C, H, W), rois (S, 5) -> pooled (S, C, P, P), cache."""
@@ -63,18 +64,20 @@ class FastRCNNHead(Module):
 
     def forward(self, feat, rois):
         """feat (N, C, H, W), rois (S, 5) -> scores (S, K+1), deltas (S, 4(K+1))."""
-        pooled, self._pool_cache = self.pool(feat, rois)               # (S, C, P, P)
-        self._pooled_shape = pooled.shape
+        pooled, pool_cache = self.pool(feat, rois)                     # (S, C, P, P)
+        self.cache = (pool_cache, pooled.shape)
         h = self.relu6.forward(self.fc6.forward(pooled.reshape(pooled.shape[0], -1)))  # (S, D)
         h = self.relu7.forward(self.fc7.forward(h))                   # (S, D)
         return self.cls.forward(h), self.reg.forward(h)
 
     def backward(self, dscores, ddeltas):
         """dscores (S, K+1), ddeltas (S, 4(K+1)) -> dfeat (N, C, H, W)."""
+        check_cache(self)
+        pool_cache, pooled_shape = self.cache
         dh = self.cls.backward(dscores) + self.reg.backward(ddeltas)  # (S, D)
         dh = self.fc7.backward(self.relu7.backward(dh))
         dpooled = self.fc6.backward(self.relu6.backward(dh))          # (S, C*P*P)
-        return self.unpool(dpooled.reshape(self._pooled_shape), self._pool_cache)
+        return self.unpool(dpooled.reshape(pooled_shape), pool_cache)
 
 
 def fast_rcnn_loss(scores, deltas, labels, bbox_targets, bbox_weights, cfg):

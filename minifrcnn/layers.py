@@ -270,7 +270,7 @@ class Conv2d(Module):
         return out
 
     def backward(self, dout):
-        _check_cache(self)
+        check_cache(self)
         dx, dw, db = conv2d_backward(dout, self.cache)
         self.weight.accumulate_grad(dw)
         self.bias.accumulate_grad(db)
@@ -298,7 +298,7 @@ class Linear(Module):
         return out
 
     def backward(self, dout):
-        _check_cache(self)
+        check_cache(self)
         dx, dw, db = linear_backward(dout, self.cache)
         self.weight.accumulate_grad(dw)
         self.bias.accumulate_grad(db)
@@ -320,7 +320,7 @@ class ReLU(Module):
         return out
 
     def backward(self, dout):
-        _check_cache(self)
+        check_cache(self)
         return relu_backward(dout, self.cache)
 
     def __repr__(self):
@@ -342,7 +342,7 @@ class MaxPool2d(Module):
         return out
 
     def backward(self, dout):
-        _check_cache(self)
+        check_cache(self)
         return max_pool2d_backward(dout, self.cache)
 
     def __repr__(self):
@@ -404,7 +404,7 @@ class Sequential(Module):
         return f"Sequential(\n{inner}\n)"
 
 
-def _check_cache(layer):
+def check_cache(layer):
     if layer.cache is None:
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward "
                            "(or after .to(), which drops the cache)")

@@ -3,16 +3,14 @@
     images (N, 3, H, W)
       -> backbone (backbones.py)                      feat (N, C, H/s, W/s)
       -> RPN head (rpn.py)                            logits (N, R, 2), deltas (N, R, 4)
-           training: anchor_targets.py (on the host) -> rpn_loss
       -> proposal layer (proposals.py, no gradient)   rois (S, 5)
-           training: proposal_targets.py samples 128 RoIs per image
       -> Fast R-CNN head (fast_rcnn.py)               scores (S, K+1), deltas (S, 4(K+1))
-           training: fast_rcnn_loss;  test: decode, per-class NMS
+      -> decode, per-class NMS                        detections per image
 
-Approximate joint training (paper, section 3.2): forward_train() computes the four loss terms;
-backward() sends the RPN's and the head's gradients back to the shared feature map, where they
-are summed, and on through the backbone. The proposal boxes are treated as constants: no
-gradient flows through their coordinates.
+This file is the network and its use at test time: predict / detect, save / load. Training
+it (the anchor and RoI sampling, the four loss terms and the backward pass of approximate
+joint training, paper section 3.2) is joint_training.py; the loop around it (SGD,
+checkpoints, resume) is train.py.
 
     model = FasterRCNN(Config.small(num_classes=4, class_names=("circle", ...)))
     detections = model.predict([image_uint8_hwc])      # [{"boxes", "scores", "labels"}]
@@ -22,29 +20,28 @@ import json
 
 import numpy as np
 
-from .anchor_targets import anchor_targets
-from .anchors import generate_base_anchors, grid_anchors
+from .anchors import base_anchors_from_config, grid_anchors
 from .backbones import backbone_channels, backbone_stride, build_backbone
 from .backend import device_of, get_array_module, to_device, to_numpy
 from .boxes import batched_nms, clip_boxes, decode
 from .config import Config
-from .data.transforms import normalize, resize_image, resize_scale, resized_shape, to_batch
-from .fast_rcnn import FastRCNNHead, fast_rcnn_loss
+from .data.transforms import boxes_to_original, prepare_batch
+from .fast_rcnn import FastRCNNHead
 from .layers import Module
 from .npz import read_npz, write_npz
-from .proposal_targets import proposal_targets
-from .proposals import proposal_layer
-from .rpn import RPNHead, rpn_loss
+from .ops import softmax
+from .proposals import proposal_layer, proposal_settings
+from .rpn import RPNHead
 
-CHECKPOINT_FORMAT = "minifrcnn-model-1"
+CHECKPOINT_FORMAT = "minifrcnn-model-1"   # model.npz; train.py's checkpoint.npz adds to it
 
 
-def softmax(logits, axis=-1):
-    """Numerically stable softmax along `axis` (same shape as logits)."""
-    xp = get_array_module(logits)
-    z = logits - logits.max(axis=axis, keepdims=True)
-    e = xp.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
+def config_from_checkpoint(arrays, path):
+    """The Config saved in a checkpoint's arrays (as JSON); a ValueError naming the file."""
+    try:
+        return Config.from_dict(json.loads(str(arrays["config_json"])))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"checkpoint {path}: its config cannot be read ({e})") from None
 
 
 class FasterRCNN(Module):
@@ -67,8 +64,7 @@ class FasterRCNN(Module):
         self.rpn = RPNHead(channels, channels, cfg.num_anchors(), rng, dtype=self.dtype)
         self.head = FastRCNNHead(channels, cfg.num_classes, cfg, 1.0 / cfg.feat_stride, rng,
                                  dtype=self.dtype)
-        self.base_anchors = generate_base_anchors(cfg.anchor_base_size, cfg.anchor_ratios,
-                                                  cfg.anchor_scales)       # (A, 4) numpy
+        self.base_anchors = base_anchors_from_config(cfg)                  # (A, 4) numpy
         self._anchor_cache = {}
 
     # --- helpers ------------------------------------------------------------------------
@@ -84,183 +80,33 @@ class FasterRCNN(Module):
         self._anchor_cache = {}
         return super().to(device)
 
-    def _proposals(self, anchors, logits_i, deltas_i, image_size, scale, training,
-                   post_nms_top_n=None, use_nms=True):
-        """Proposal layer for one image: (P, 4) boxes, no gradient.
+    def proposals(self, anchors, logits_i, deltas_i, image_size, scale, training):
+        """The proposal layer for one image: (P, 4) boxes, no gradient.
 
-        Train or test settings from the config; post_nms_top_n and use_nms=False override
-        them for the paper's Table 2 experiments.
+        anchors (R, 4); logits_i (R, 2) and deltas_i (R, 4): the RPN's outputs for this image;
+        image_size (h, w); scale: the image's resize factor (the minimum box size is in
+        original pixels). Train or test settings from the config (proposal_settings).
         """
-        cfg = self.cfg
         fg = softmax(logits_i)[:, 1]                                      # (R,) P(object)
-        pre = cfg.rpn_pre_nms_top_n_train if training else cfg.rpn_pre_nms_top_n_test
-        post = cfg.rpn_post_nms_top_n_train if training else cfg.rpn_post_nms_top_n_test
-        boxes, _ = proposal_layer(anchors, fg, deltas_i, image_size, pre_nms_top_n=pre,
-                                  post_nms_top_n=post_nms_top_n or post,
-                                  nms_threshold=cfg.rpn_nms_threshold if use_nms else 1.0,
-                                  min_size=cfg.rpn_min_size * scale)
-        return boxes
+        boxes, _ = proposal_layer(anchors, fg, deltas_i, image_size,
+                                  **proposal_settings(self.cfg, training, scale))
+        return boxes                                                      # (P, 4)
 
-    def _with_batch_index(self, boxes, i):
+    def with_batch_index(self, boxes, i):
         """(P, 4) boxes of image i -> (P, 5) RoIs (i, x1, y1, x2, y2) in the model's dtype."""
         xp = get_array_module(boxes)
         batch_col = xp.full((boxes.shape[0], 1), i, dtype=self.dtype)     # (P, 1)
         return xp.concatenate([batch_col, boxes.astype(self.dtype)], axis=1)
 
-    # --- training -----------------------------------------------------------------------
-    def forward_train(self, images, image_sizes, gt_boxes, gt_labels, rng, scales=None,
-                      samples=None, parts=("rpn", "head"), proposer=None):
-        """One forward pass of approximate joint training; returns (terms, samples).
-
-        images (N, 3, H, W) normalised float32, on the model's device.
-        image_sizes: N (h, w) of the real (unpadded) image inside each row of the batch.
-        gt_boxes: N arrays (G_i, 4) in the batch's pixel coordinates; gt_labels N arrays (G_i,).
-        rng: numpy Generator for the anchor and RoI sampling.
-        scales: N resize factors (only for the RPN's minimum proposal size); default 1.
-        samples: the `samples` of an earlier call to reuse instead of sampling anew (the
-            whole-model gradient check holds anchors labels and RoIs fixed this way).
-        parts: the losses to compute, ("rpn", "head") for joint training; the 4-step
-            alternating scheme trains ("rpn",) or ("head",) alone (alternating.py).
-        proposer: another FasterRCNN whose RPN makes the proposals for the head (step 2 of
-            the alternating scheme); None: this model's own RPN.
-
-        terms: {"rpn_cls", "rpn_reg", "head_cls", "head_reg", "total"} as 0-d arrays, only
-        the terms of `parts` (and "total").
-        """
-        cfg = self.cfg
-        n = images.shape[0]
-        scales = [1.0] * n if scales is None else scales
-        want_rpn, want_head = "rpn" in parts, "head" in parts
-        feat = self.backbone.forward(images)                             # (N, C, h, w)
-        fh, fw = feat.shape[2:]
-        logits = deltas = None
-        if want_rpn or proposer is None:
-            logits, deltas = self.rpn.forward(feat)                     # (N, R, 2), (N, R, 4)
-        if samples is None:
-            if proposer is None:
-                prop_logits, prop_deltas = logits, deltas
-            else:                                # the other model's RPN, on the same images
-                prop_logits, prop_deltas = proposer.rpn.forward(proposer.backbone.forward(images))
-            samples = self.sample((fh, fw), prop_logits, prop_deltas, image_sizes, gt_boxes,
-                                  gt_labels, rng, scales, want_rpn, want_head)
-        terms, self._grads = {}, {}
-        if want_rpn:
-            rpn_terms, dlogits, ddeltas = rpn_loss(logits, deltas, samples["rpn_labels"],
-                                                   samples["rpn_targets"], (fh, fw), cfg)
-            terms.update(rpn_terms)
-            self._grads["rpn"] = (dlogits, ddeltas)
-        if want_head:
-            scores, head_deltas = self.head.forward(feat, samples["rois"])   # (S, K+1), (S, 4(K+1))
-            head_terms, dscores, dhead = fast_rcnn_loss(
-                scores, head_deltas, samples["roi_labels"], samples["roi_targets"],
-                samples["roi_weights"], cfg)
-            terms.update(head_terms)
-            self._grads["head"] = (dscores, dhead)
-        terms["total"] = sum(terms.values())
-        return terms, samples
-
-    def sample(self, feat_size, logits, deltas, image_sizes, gt_boxes, gt_labels, rng, scales,
-               rpn=True, head=True):
-        """Anchor targets for the RPN (if rpn) and sampled RoIs with their targets (if head).
-
-        feat_size: (h, w) of the feature map. logits, deltas: the RPN outputs the proposals
-        are made from. gt_boxes, gt_labels: N host (numpy) arrays, as prepare_batch gives them.
-
-        The anchor targets depend only on the ground truth and the image size, never on the
-        network, so they are computed on the host, where the ground truth is (py-faster-rcnn's
-        anchor_target_layer ran on the CPU too), and go to the device stacked, in two uploads,
-        like the images. On a GPU that saves about 90 small device operations and 4 host-device
-        waits per image (scripts/count_device_ops.py); on the CPU it is the same computation.
-        The proposals and their targets need the RPN's outputs, so they stay on the device.
-        The random draws happen in the same order either way (image by image: anchors, RoIs).
-        """
-        cfg = self.cfg
-        xp = get_array_module(logits)
-        host_anchors = self.anchors(feat_size[0], feat_size[1], np)     # (R, 4) numpy
-        anchors = self.anchors(feat_size[0], feat_size[1], xp)          # (R, 4) on the device
-        rpn_labels, rpn_targets, rois, roi_labels, roi_targets, roi_weights = [], [], [], [], [], []
-        for i, (size, boxes, labels) in enumerate(zip(image_sizes, gt_boxes, gt_labels)):
-            host_boxes = to_numpy(boxes).astype(self.dtype).reshape(-1, 4)   # (G, 4) numpy
-            if rpn:
-                lab, tgt = anchor_targets(
-                    host_anchors, host_boxes, size, rng, positive_iou=cfg.rpn_positive_iou,
-                    negative_iou=cfg.rpn_negative_iou, batch_size=cfg.rpn_batch_size,
-                    positive_fraction=cfg.rpn_positive_fraction,
-                    allowed_border=cfg.rpn_allowed_border)[:2]              # (R,), (R, 4) numpy
-                rpn_labels.append(lab)
-                rpn_targets.append(tgt)
-            if head:
-                boxes = xp.asarray(host_boxes)                              # (G, 4) device
-                labels = xp.asarray(labels).reshape(-1)                     # (G,)
-                props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], True)
-                t = proposal_targets(
-                    props, boxes, labels, cfg.num_classes, rng, batch_size=cfg.roi_batch_size,
-                    fg_fraction=cfg.roi_fg_fraction, fg_iou=cfg.roi_fg_iou,
-                    bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo,
-                    stds=cfg.bbox_stds)
-                rois.append(self._with_batch_index(t["rois"], i))
-                roi_labels.append(t["labels"])
-                roi_targets.append(t["bbox_targets"])
-                roi_weights.append(t["bbox_weights"])
-        samples = {}
-        if rpn:
-            samples["rpn_labels"] = xp.asarray(np.stack(rpn_labels))                      # (N, R)
-            samples["rpn_targets"] = xp.asarray(np.stack(rpn_targets).astype(self.dtype))  # (N, R, 4)
-        if head:
-            samples["rois"] = xp.concatenate(rois)                               # (S, 5)
-            samples["roi_labels"] = xp.concatenate(roi_labels)                   # (S,)
-            samples["roi_targets"] = xp.concatenate(roi_targets).astype(self.dtype)  # (S, 4(K+1))
-            samples["roi_weights"] = xp.concatenate(roi_weights).astype(self.dtype)
-        return samples
-
-    def backward(self):
-        """Backpropagate the last forward_train's loss into every parameter's .grad.
-
-        The RPN and the head each give a gradient on the shared feature map; they are summed
-        there (approximate joint training) and sent on through the backbone. A frozen
-        backbone (alternating training, steps 3 and 4) is skipped: nothing there would change.
-        """
-        dfeat = 0
-        if "rpn" in self._grads:
-            dfeat = dfeat + self.rpn.backward(*self._grads["rpn"])
-        if "head" in self._grads:
-            dfeat = dfeat + self.head.backward(*self._grads["head"])
-        if any(p.requires_grad for p in self.backbone.parameters()):
-            self.backbone.backward(dfeat)
-
     # --- inference ----------------------------------------------------------------------
-    def check_image(self, img, name):
-        """A ValueError naming `name` unless img is an HxWx3 uint8 array that this model can
-        take: after resizing, each side at least the backbone's stride (one feature-map cell).
-        Returns the resize factor.
-        """
-        cfg = self.cfg
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"{name}: expected an HxWx3 uint8 array, got shape "
-                             f"{img.shape} dtype {img.dtype}")
-        h, w = img.shape[:2]
-        s = resize_scale(h, w, cfg.image_min_size, cfg.image_max_size, cfg.allow_upscale)
-        nh, nw = resized_shape(h, w, s)
-        if min(nh, nw) < cfg.feat_stride:
-            raise ValueError(f"{name}: {w}x{h} px is too small for this model ({nw}x{nh} after "
-                             f"resizing; the backbone's stride is {cfg.feat_stride}, so each "
-                             f"side needs at least {cfg.feat_stride} px)")
-        return s
-
     def preprocess(self, images):
-        """Resize and normalise a list of HxWx3 uint8 images into one padded batch.
+        """Resize and normalise a list of HxWx3 uint8 images into one padded batch on the
+        model's device: data.transforms.prepare_batch, the same road training takes (no flip).
 
-        Returns (batch (N, 3, H, W) float32 on the model's device, sizes [(h, w)], scales).
+        Returns (batch (N, 3, H, W) in the model's dtype, sizes [(h, w)], scales [float]).
         """
-        cfg = self.cfg
-        arrays, sizes, scales = [], [], []
-        for k, img in enumerate(images):
-            img = np.asarray(img)
-            s = self.check_image(img, f"image {k}")
-            resized = resize_image(img, s) if s != 1.0 else img
-            arrays.append(normalize(resized, cfg.pixel_mean, cfg.pixel_std))
-            scales.append(s)
-        batch, sizes = to_batch(arrays)
+        batch, sizes, _, _, scales = prepare_batch([{"image": im} for im in images], self.cfg,
+                                                   train=False)
         return to_device(batch.astype(self.dtype, copy=False), self.device()), sizes, scales
 
     def device(self):
@@ -284,46 +130,55 @@ class FasterRCNN(Module):
         originals = [np.asarray(im).shape[:2] for im in images]
         batch, sizes, scales = self.preprocess(images)
         dets = self.detect(batch, sizes, scales)
-        for d, s, (h, w) in zip(dets, scales, originals):
-            d["boxes"] = clip_boxes(d["boxes"] / s, (h, w)).astype(np.float32)
+        for d, s, size in zip(dets, scales, originals):
+            d["boxes"] = boxes_to_original(d["boxes"], s, size)          # (D, 4) float32
         return dets
 
-    def detect(self, batch, image_sizes, scales=None, post_nms_top_n=None, use_nms=True,
-               proposer=None):
+    def detect(self, batch, image_sizes, scales=None):
         """Detections in the batch's pixel coordinates (see predict()).
 
-        scales: the resize factor of each image (the RPN's minimum box size is in original
-        pixels, so it is multiplied by it); default 1.
-
-        post_nms_top_n overrides the number of test proposals; use_nms=False skips the
-        proposal layer's NMS (both for the paper's Table 2 experiments). proposer: another
-        FasterRCNN whose RPN proposes (unshared features, experiments.py).
+        batch (N, 3, H, W) normalised, on the model's device; image_sizes: N (h, w) of the
+        real images inside the padded batch; scales: the resize factor of each image
+        (the RPN's minimum box size is in original pixels); default 1.
         """
-        cfg = self.cfg
-        xp = get_array_module(batch)
         feat = self.backbone.forward_inference(batch)                    # (N, C, h, w), caches dropped
-        rpn_model = self if proposer is None else proposer
-        rpn_feat = feat if proposer is None else proposer.backbone.forward_inference(batch)
-        logits, deltas = rpn_model.rpn.forward(rpn_feat)                # (N, R, 2), (N, R, 4)
-        anchors = self.anchors(feat.shape[2], feat.shape[3], xp)
+        rois, counts = self.propose(feat, image_sizes, scales)           # (S, 5), N counts
+        return self.detect_in_rois(feat, rois, counts, image_sizes)
+
+    def propose(self, feat, image_sizes, scales=None):
+        """Test-time proposals of every image: the RPN and the proposal layer.
+
+        feat (N, C, h, w) -> rois (S, 5) with the batch index in column 0, and the number
+        of RoIs of each image (they are stacked image after image).
+        """
+        xp = get_array_module(feat)
+        logits, deltas = self.rpn.forward(feat)                         # (N, R, 2), (N, R, 4)
+        self.rpn.drop_caches()                # no backward follows: give the activations back
+        anchors = self.anchors(feat.shape[2], feat.shape[3], xp)        # (R, 4)
         scales = [1.0] * len(image_sizes) if scales is None else scales
         rois, counts = [], []
         for i, size in enumerate(image_sizes):
-            props = self._proposals(anchors, logits[i], deltas[i], size, scales[i], False,
-                                    post_nms_top_n, use_nms)
-            rois.append(self._with_batch_index(props, i))
+            props = self.proposals(anchors, logits[i], deltas[i], size, scales[i], False)
+            rois.append(self.with_batch_index(props, i))
             counts.append(props.shape[0])
-        rois = xp.concatenate(rois)                                      # (S, 5)
+        return xp.concatenate(rois), counts                              # (S, 5)
+
+    def detect_in_rois(self, feat, rois, counts, image_sizes):
+        """The Fast R-CNN head on given RoIs: class probabilities, class-specific boxes,
+        then per image a score threshold and per-class NMS (_postprocess).
+
+        feat (N, C, h, w); rois (S, 5) stacked image after image, counts[i] of image i.
+        Returns one dict of NumPy arrays per image, in the batch's pixel coordinates.
+        """
         scores, head_deltas = self.head.forward(feat, rois)             # (S, K+1), (S, 4(K+1))
-        probs = softmax(scores)
-        weights = tuple(1.0 / s for s in cfg.bbox_stds)
+        self.head.drop_caches()               # no backward follows: give the activations back
+        probs = softmax(scores)                                          # (S, K+1)
+        weights = tuple(1.0 / s for s in self.cfg.bbox_stds)
         boxes = decode(rois[:, 1:], head_deltas, weights)              # (S, 4(K+1))
-        self.drop_caches()                    # no backward follows: give the activations back
-        rpn_model.drop_caches()
         out, start = [], 0
-        for i, size in enumerate(image_sizes):
-            sl = slice(start, start + counts[i])
-            start += counts[i]
+        for count, size in zip(counts, image_sizes):
+            sl = slice(start, start + count)
+            start += count
             out.append(self._postprocess(boxes[sl], probs[sl], size))
         return out
 
@@ -345,12 +200,17 @@ class FasterRCNN(Module):
                 "labels": to_numpy(labels[keep]).astype(np.int64)}
 
     # --- checkpoints --------------------------------------------------------------------
-    def save(self, path):
-        """One .npz holding the config (as JSON) and every weight."""
+    def save(self, path, extra=None):
+        """One .npz holding every weight and the config (as JSON).
+
+        extra: more arrays for the same file (train.py's checkpoint adds the momentum
+        buffers and the iteration); load() reads only the weights and the config.
+        """
         arrays = {f"param/{name}": to_numpy(p.data) for name, p in self.named_parameters()}
         arrays["config_json"] = np.array(json.dumps(self.cfg.to_dict()))
         arrays["format"] = np.array(CHECKPOINT_FORMAT)
-        write_npz(path, arrays)
+        arrays.update(extra or {})
+        write_npz(path, arrays)      # all or nothing: an interrupted save keeps the previous file
 
     @classmethod
     def load(cls, path, device=None):
@@ -358,16 +218,16 @@ class FasterRCNN(Module):
         arrays = read_npz(path, "checkpoint")
         if "config_json" not in arrays or "format" not in arrays:
             raise ValueError(f"checkpoint {path}: not a minifrcnn model checkpoint (no config_json)")
+        model = cls(config_from_checkpoint(arrays, path))
         try:
-            cfg = Config.from_dict(json.loads(str(arrays["config_json"])))
-        except (ValueError, TypeError, KeyError) as e:
-            raise ValueError(f"checkpoint {path}: its config cannot be read ({e})") from None
-        weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-        model = cls(cfg)
-        try:
-            model.load_state_dict(weights)
+            model.load_state_dict(weights_in_checkpoint(arrays))
         except ValueError as e:
             raise ValueError(f"checkpoint {path}: {e}") from None
         if device is not None:
             model.to(device)
         return model
+
+
+def weights_in_checkpoint(arrays):
+    """{parameter name: array} of the "param/..." entries save() wrote."""
+    return {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}

@@ -23,7 +23,7 @@ N_cls = 256 (the sample size), N_reg = the number of anchor locations (H*W, ~240
 With N images in the batch every normaliser is multiplied by N: the loss is a mean over images.
 """
 from . import ops
-from .layers import Conv2d, Module, ReLU
+from .layers import Conv2d, Module, ReLU, check_cache
 
 
 class RPNHead(Module):
@@ -42,6 +42,7 @@ class RPNHead(Module):
                           rng=rng, dtype=dtype)
         self.reg = Conv2d(mid_channels, 4 * num_anchors, 1, init="gaussian", std=0.01,
                           rng=rng, dtype=dtype)
+        self.cache = None                  # (H, W) of the last forward's feature map
 
     def forward(self, feat):
         """feat (N, C, H, W) -> logits (N, H*W*A, 2), deltas (N, H*W*A, 4)."""
@@ -49,14 +50,15 @@ class RPNHead(Module):
         mid = self.relu.forward(self.conv.forward(feat))          # (N, M, H, W)
         cls_map = self.cls.forward(mid)                             # (N, 2A, H, W)
         reg_map = self.reg.forward(mid)                             # (N, 4A, H, W)
-        self._hw = (h, w)
+        self.cache = (h, w)
         logits = cls_map.transpose(0, 2, 3, 1).reshape(n, h * w * self.num_anchors, 2)
         deltas = reg_map.transpose(0, 2, 3, 1).reshape(n, h * w * self.num_anchors, 4)
         return logits, deltas
 
     def backward(self, dlogits, ddeltas):
         """dlogits (N, H*W*A, 2), ddeltas (N, H*W*A, 4) -> dfeat (N, C, H, W)."""
-        h, w = self._hw
+        check_cache(self)
+        h, w = self.cache
         n = dlogits.shape[0]
         dcls = dlogits.reshape(n, h, w, 2 * self.num_anchors).transpose(0, 3, 1, 2)   # (N, 2A, H, W)
         dreg = ddeltas.reshape(n, h, w, 4 * self.num_anchors).transpose(0, 3, 1, 2)   # (N, 4A, H, W)
@@ -64,13 +66,13 @@ class RPNHead(Module):
         return self.conv.backward(self.relu.backward(dmid))
 
 
-def rpn_loss(logits, deltas, labels, bbox_targets, feat_hw, cfg):
+def rpn_loss(logits, deltas, labels, bbox_targets, feat_size, cfg):
     """The RPN's multi-task loss and its gradients.
 
     logits (N, R, 2), deltas (N, R, 4): RPNHead outputs, R = H*W*A anchors per image.
     labels (N, R) int: 1 object, 0 background, -1 ignored (anchor_targets.anchor_targets).
     bbox_targets (N, R, 4): encoded gt of each positive anchor (rows of non-positives unused).
-    feat_hw: (H, W) of the feature map, for N_reg = H*W in the paper's normalisation.
+    feat_size: (H, W) of the feature map, for N_reg = H*W in the paper's normalisation.
 
     Returns (terms, dlogits, ddeltas): terms = {"rpn_cls": 0-d array, "rpn_reg": 0-d array}
     (already multiplied by their weights, so the total is their sum), gradients shaped like
@@ -81,11 +83,11 @@ def rpn_loss(logits, deltas, labels, bbox_targets, feat_hw, cfg):
     positives = (labels == 1).astype(deltas.dtype)                    # (N*R,)
     if cfg.loss_normalization == "paper":
         n_cls = n * cfg.rpn_batch_size
-        n_reg = n * feat_hw[0] * feat_hw[1]
+        n_reg = n * feat_size[0] * feat_size[1]
         lam = cfg.rpn_lambda
     elif cfg.loss_normalization == "py-faster-rcnn":
-        xp_count = int((labels >= 0).sum())
-        n_cls = n_reg = max(xp_count, 1)
+        sampled = int((labels >= 0).sum())                      # anchors in the sample
+        n_cls = n_reg = max(sampled, 1)
         lam = 1.0
     else:
         raise ValueError(f"loss_normalization {cfg.loss_normalization!r}: "

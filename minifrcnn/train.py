@@ -1,10 +1,10 @@
-"""Approximate joint training (paper, section 3.2) with SGD, checkpoints and exact resume.
+"""The training loop: SGD over JointTraining steps (paper, section 3.2), checkpoints, exact resume.
 
 One iteration:
     1. take the next `images_per_batch` samples (a seeded permutation per epoch), resize,
        randomly flip, normalise, pad into one batch (N, 3, H, W);
-    2. model.forward_train -> four loss terms (rpn_cls, rpn_reg, head_cls, head_reg);
-    3. model.backward() sums the RPN's and the head's gradients on the shared feature map;
+    2. JointTraining.forward -> four loss terms (rpn_cls, rpn_reg, head_cls, head_reg);
+    3. JointTraining.backward sums the RPN's and the head's gradients on the shared feature map;
     4. SGD with momentum and weight decay, learning rate stepped down by lr_gamma at lr_steps.
 
 Everything random in iteration `it` comes from numpy.random.default_rng([seed, it]) and the
@@ -12,7 +12,7 @@ epoch order from default_rng([seed, epoch, 1]); so a run resumed from a checkpoi
 exactly the losses an uninterrupted run would (same machine, same thread count).
 
 The run folder holds:
-    checkpoint.npz   weights, momentum buffers, iteration, config (written atomically every
+    checkpoint.npz   the model file plus momentum buffers and iteration (written atomically every
                      `checkpoint_every` iterations, on Ctrl-C, and at the end)
     model.npz        the final model (FasterRCNN.load)
     losses.jsonl     one line per iteration with every loss term and the learning rate
@@ -32,14 +32,12 @@ import time
 import numpy as np
 
 from .backend import to_device, to_numpy
-from .boxes import clip_boxes
-from .config import Config
-from .data.transforms import hflip, normalize, resize_boxes, resize_image, resize_scale, to_batch
-from .model import FasterRCNN
-from .npz import read_npz, write_npz
+from .data.transforms import prepare_batch
+from .joint_training import PARTS, JointTraining
+from .model import FasterRCNN, config_from_checkpoint, weights_in_checkpoint
+from .npz import read_npz
 from .optim import SGD, lr_at
 
-CHECKPOINT_FORMAT = "minifrcnn-train-1"
 LOSS_TERMS = ("rpn_cls", "rpn_reg", "head_cls", "head_reg", "total")
 
 
@@ -49,37 +47,6 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointMismatch(ValueError):
     """--resume found a checkpoint made with another config."""
-
-
-def prepare_batch(samples, cfg, rng, train=True):
-    """Resize, (randomly) flip and normalise samples into one padded batch.
-
-    samples: dicts {"image" HxWx3 uint8, "boxes" (G, 4), "labels" (G,), optional "difficult"}.
-    Difficult objects are left out of training (they only matter for evaluation).
-    Returns (images (N, 3, H, W) float32 NumPy, sizes [(h, w)], boxes [(G_i, 4)],
-    labels [(G_i,)], scales [float]).
-    """
-    arrays, boxes_out, labels_out, scales = [], [], [], []
-    for s in samples:
-        img = s["image"]
-        boxes = np.asarray(s["boxes"], dtype=np.float32).reshape(-1, 4)
-        labels = np.asarray(s["labels"], dtype=np.int64).reshape(-1)
-        if train and "difficult" in s:
-            keep = ~np.asarray(s["difficult"], dtype=bool).reshape(-1)
-            boxes, labels = boxes[keep], labels[keep]
-        scale = resize_scale(img.shape[0], img.shape[1], cfg.image_min_size, cfg.image_max_size,
-                             cfg.allow_upscale)
-        if scale != 1.0:
-            img = resize_image(img, scale)
-            boxes = clip_boxes(resize_boxes(boxes, scale), img.shape[:2])  # rounding: <= 0.5 px out
-        if train and cfg.flip and rng.random() < 0.5:
-            img, boxes = hflip(img, boxes)
-        arrays.append(normalize(img, cfg.pixel_mean, cfg.pixel_std))
-        boxes_out.append(boxes)
-        labels_out.append(labels)
-        scales.append(scale)
-    images, sizes = to_batch(arrays)
-    return images, sizes, boxes_out, labels_out, scales
 
 
 def batch_indices(num_samples, batch_size, iteration, seed):
@@ -94,14 +61,11 @@ def batch_indices(num_samples, batch_size, iteration, seed):
 
 
 def save_checkpoint(path, model, optimizer, iteration):
-    """Weights, momentum buffers, the number of finished iterations and the config."""
-    arrays = {f"param/{n}": to_numpy(p.data) for n, p in model.named_parameters()}
-    for n, v in optimizer.state_dict().items():
-        arrays[f"optim/{n}"] = to_numpy(v)
-    arrays["iteration"] = np.array(iteration)
-    arrays["config_json"] = np.array(json.dumps(model.cfg.to_dict()))
-    arrays["format"] = np.array(CHECKPOINT_FORMAT)
-    write_npz(path, arrays)      # all or nothing: an interrupted save keeps the previous file
+    """The model file (weights and config, FasterRCNN.save) plus the momentum buffers and
+    the number of finished iterations: everything an exact resume needs."""
+    extra = {f"optim/{n}": to_numpy(v) for n, v in optimizer.state_dict().items()}
+    extra["iteration"] = np.array(iteration)
+    model.save(path, extra=extra)
 
 
 def config_differences(saved, current, ignore=()):
@@ -123,26 +87,22 @@ def load_checkpoint(path, model, optimizer):
     f = read_npz(path, "checkpoint")
     if "config_json" not in f or "iteration" not in f:
         raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
-    try:
-        saved = Config.from_dict(json.loads(str(f["config_json"])))
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"checkpoint {path}: its config cannot be read ({e})") from None
-    differ = config_differences(saved, model.cfg, ignore=("iters",))
+    differ = config_differences(config_from_checkpoint(f, path), model.cfg, ignore=("iters",))
     if differ:
         raise CheckpointMismatch(f"checkpoint {path} was made with another config ({differ})")
-    model.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("param/")})
+    model.load_state_dict(weights_in_checkpoint(f))
     optimizer.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("optim/")})
     return int(f["iteration"])
 
 
 def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=250,
-          progress=True, model=None, log=print, parts=("rpn", "head"), proposer=None):
+          progress=True, model=None, log=print, parts=PARTS, proposer=None):
     """Train a FasterRCNN on `dataset` (a sequence of sample dicts); returns the model.
 
     cfg.iters iterations of cfg.images_per_batch images. With resume=True and a
     checkpoint.npz in out_dir, continue from it (same config required).
     parts, proposer: which losses to train and whose RPN proposes (see
-    FasterRCNN.forward_train); the defaults are approximate joint training. Frozen
+    joint_training.JointTraining); the defaults are approximate joint training. Frozen
     parameters (requires_grad False) are never updated.
     """
     os.makedirs(out_dir, exist_ok=True)
@@ -210,19 +170,20 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     return model
 
 
-def train_step(model, optimizer, dataset, cfg, it, parts=("rpn", "head"), proposer=None):
-    """One SGD iteration; returns the loss terms as Python floats (the only host copies)."""
+def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):
+    """One SGD iteration of JointTraining(model, parts, proposer); returns the loss terms as
+    Python floats (the only host copies). A non-finite loss changes no weight."""
+    step = JointTraining(model, parts, proposer)
     rng = np.random.default_rng([cfg.seed, it])
     idx = batch_indices(len(dataset), cfg.images_per_batch, it, cfg.seed)
     images, sizes, boxes, labels, scales = prepare_batch([dataset[i] for i in idx], cfg, rng)
     images = to_device(images, model.device())
     optimizer.set_lr(lr_at(it, cfg.lr, cfg.lr_steps, cfg.lr_gamma))
     model.zero_grad()
-    terms, _ = model.forward_train(images, sizes, boxes, labels, rng, scales=scales,
-                                   parts=parts, proposer=proposer)
+    terms, _ = step.forward(images, sizes, boxes, labels, rng, scales=scales)
     values = {k: float(v) for k, v in terms.items()}
     if all(math.isfinite(v) for v in values.values()):
-        model.backward()
+        step.backward()
         optimizer.step()
     return values
 
@@ -274,8 +235,3 @@ def _progress(iterable, enabled, start, total):
 def _in_main_thread():
     import threading
     return threading.current_thread() is threading.main_thread()
-
-
-def default_config(dataset_name, class_names, **overrides):
-    """The config `train` uses: the small-image preset for shapes (and small VOC images)."""
-    return Config.small(num_classes=len(class_names), class_names=tuple(class_names), **overrides)

@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-from minifrcnn.alternating import train_alternating
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.model import FasterRCNN
+from minifrcnn.paper.alternating import train_alternating
 from minifrcnn.train import CheckpointMismatch
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minifrcnn import backend
-from minifrcnn.__main__ import config_for_data, main
+from minifrcnn.__main__ import main
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.model import FasterRCNN
@@ -106,19 +106,6 @@ def test_checkpoint_for_other_classes_is_refused(capsys, voc_dir, tmp_path):
 def test_voc_requires_data_dir(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--dataset", "voc", "--out", str(tmp_path))
     assert code == 2 and "--data-dir" in err
-
-
-def test_config_is_sized_to_the_data():
-    small = [{"image": np.zeros((96, 128, 3), np.uint8)}] * 3
-    cfg = config_for_data(small, ("a",))
-    assert cfg.image_min_size == 96 and not cfg.allow_upscale     # no blowing up to 600 px
-    assert cfg.anchor_sizes() == (12, 24, 48)                      # scaled with the image
-    big = [{"image": np.zeros((480, 640, 3), np.uint8)}]
-    assert config_for_data(big, ("a",)).image_min_size == 480
-    assert config_for_data(big, ("a",), min_size=300).image_min_size == 300
-
-
-# --- bad input found by an audit (2026-11-26): each is one line naming the culprit, and loses nothing
 
 
 def one_line_error(code, err, *names):

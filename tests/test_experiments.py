@@ -4,20 +4,20 @@ import os
 
 import pytest
 
-from minifrcnn import experiments
-from minifrcnn.experiments import NAMES, run_experiment
+from minifrcnn.paper import experiments
+from minifrcnn.paper.experiments import NAMES, run_experiment
 
 
 @pytest.fixture(autouse=True)
 def tiny(monkeypatch):
     """A tiny model so that each runner finishes in seconds; the runner's logic is unchanged."""
-    real = experiments.default_config
+    real = experiments.config_for_data
 
-    def small(dataset, names, **overrides):
-        return real(dataset, names, backbone="tiny", head_hidden=16, roi_output_size=3,
+    def small(samples, names, **overrides):
+        return real(samples, names, backbone="tiny", head_hidden=16, roi_output_size=3,
                     rpn_batch_size=32, roi_batch_size=16, **overrides)
 
-    monkeypatch.setattr(experiments, "default_config", small)
+    monkeypatch.setattr(experiments, "config_for_data", small)
 
 
 @pytest.mark.parametrize("name", NAMES)

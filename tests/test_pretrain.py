@@ -6,7 +6,7 @@ from minifrcnn.backbones import build_backbone, load_backbone_weights
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.gradcheck import numeric_gradient_array, rel_error
-from minifrcnn.pretrain import (global_avg_pool_backward, global_avg_pool_forward, make_crops,
+from minifrcnn.paper.pretrain import (global_avg_pool_backward, global_avg_pool_forward, make_crops,
                                 pretrain_backbone)
 
 

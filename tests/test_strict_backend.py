@@ -430,7 +430,7 @@ def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(
     GPU. Outside the array versions that CUDA kernels replace, a training step may wait only
     where a size depends on the data (how many fg and bg RoIs, which proposals are big
     enough), in the argument checks that read one flag back, and for the 5 logged loss values.
-    The anchor targets need none: they are computed on the host (FasterRCNN.sample) and only
+    The anchor targets need none: they are computed on the host (JointTraining.sample) and only
     uploaded. A new sync elsewhere fails here, named; see scripts/count_device_ops.py for the
     counts of the default detector."""
     from minifrcnn.ops.cuda_kernels import REPLACED_ARRAY_VERSIONS

@@ -9,6 +9,7 @@ import pytest
 from minifrcnn import train as train_mod
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
+from minifrcnn.data.transforms import prepare_batch
 from minifrcnn.model import FasterRCNN
 from minifrcnn.train import CheckpointMismatch, TrainingDiverged, read_log, train
 
@@ -143,7 +144,7 @@ def test_difficult_objects_are_left_out_of_training():
     sample = {"image": np.zeros((48, 48, 3), np.uint8),
               "boxes": np.array([[1, 1, 20, 20], [5, 5, 30, 30]], np.float32),
               "labels": np.array([1, 2]), "difficult": np.array([False, True])}
-    _, _, boxes, labels, _ = train_mod.prepare_batch([sample], tiny_config(flip=False),
+    _, _, boxes, labels, _ = prepare_batch([sample], tiny_config(flip=False),
                                                      np.random.default_rng(0))
     assert labels[0].tolist() == [1] and boxes[0].shape == (1, 4)
     json.dumps(tiny_config().to_dict())   # the config must stay JSON-serialisable

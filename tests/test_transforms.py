@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
+from minifrcnn.config import Config
 from minifrcnn.data.transforms import (
-    boxes_to_original, denormalize, hflip, hflip_boxes, normalize, prepare_image,
-    prepare_sample, resize_boxes, resize_image, resize_scale, resized_shape, to_batch)
+    boxes_to_original, check_image, denormalize, hflip, hflip_boxes, normalize, prepare_batch,
+    resize_boxes, resize_image, resize_scale, resized_shape, to_batch)
 
 
 def test_resize_scale_rules():
@@ -63,7 +64,7 @@ def test_hflip_box_convention_matches_the_pixels():
 
 
 def test_normalize_and_denormalize():
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(2)
     image = rng.integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     x = normalize(image, mean, std)
@@ -87,19 +88,44 @@ def test_to_batch_pads_bottom_right():
         to_batch([a, np.ones((4, 5, 3))])
 
 
-def test_prepare_sample_and_image():
+def test_prepare_batch_resizes_flips_and_normalises():
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, size=(101, 60, 3), dtype=np.uint8)
     sample = {"image": image, "boxes": np.array([[0, 10, 60, 101]], np.float32),
               "labels": np.array([3])}
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    x, boxes, labels, scale = prepare_sample(sample, 30, 1000, True, mean, std)
-    assert scale == pytest.approx(0.5)
-    assert x.shape == (3, 50, 30)                            # round(50.5) = 50 (half to even)
-    np.testing.assert_allclose(boxes, [[0, 5, 30, 50]])      # 50.5 clipped to the image
-    assert labels.dtype == np.int64
-    xf, fboxes, _, _ = prepare_sample({**sample, "boxes": np.array([[10, 0, 20, 8]], np.float32)},
-                                      30, 1000, True, mean, std, flip=True)
-    np.testing.assert_allclose(fboxes, [[20, 0, 25, 4]])     # W' = 30: 30 - 10, 30 - 5
-    x2, s2 = prepare_image(image, 30, 1000, True, mean, std)
-    assert s2 == scale and np.array_equal(x2, x)
+    cfg = Config.small(image_min_size=30, image_max_size=1000, allow_upscale=True,
+                       pixel_mean=(0.5, 0.5, 0.5), pixel_std=(0.25, 0.25, 0.25), flip=False)
+    x, sizes, boxes, labels, scales = prepare_batch([sample], cfg, train=True)
+    assert scales == [pytest.approx(0.5)] and sizes == [(50, 30)]
+    assert x.shape == (1, 3, 50, 30) and x.dtype == np.float32  # round(50.5) = 50 (half to even)
+    np.testing.assert_allclose(x[0], normalize(resize_image(image, 0.5), cfg.pixel_mean,
+                                               cfg.pixel_std))
+    np.testing.assert_allclose(boxes[0], [[0, 5, 30, 50]])   # 50.5 clipped to the image
+    assert labels[0].dtype == np.int64
+    # a flip when training (rng.random() < 0.5 for this seed), never at test time
+    flip_cfg = cfg.replace(flip=True)
+    moved = {**sample, "boxes": np.array([[10, 0, 20, 8]], np.float32)}
+    assert np.random.default_rng(2).random() < 0.5
+    xf, _, fboxes, _, _ = prepare_batch([moved], flip_cfg, np.random.default_rng(2), train=True)
+    np.testing.assert_allclose(fboxes[0], [[20, 0, 25, 4]])  # W' = 30: 30 - 10, 30 - 5
+    np.testing.assert_array_equal(xf[0], x[0][:, :, ::-1])
+    xt, _, tboxes, _, _ = prepare_batch([moved], flip_cfg, np.random.default_rng(2), train=False)
+    np.testing.assert_array_equal(xt, x)
+    np.testing.assert_allclose(tboxes[0], [[5, 0, 10, 4]])
+    # images without boxes (predict's road): empty boxes and labels
+    _, _, none, nolabels, _ = prepare_batch([{"image": image}], cfg, train=False)
+    assert none[0].shape == (0, 4) and nolabels[0].shape == (0,)
+
+
+def test_check_image_names_the_image_and_the_minimum_size():
+    cfg = Config.small()                                  # stride 8, never up-scaled
+    assert check_image(np.zeros((128, 100, 3), np.uint8), cfg) == 1.0
+    with pytest.raises(ValueError, match=r"image a\.png: 6x6 px is too small.*at least 8 px"):
+        check_image(np.zeros((6, 6, 3), np.uint8), cfg, "image a.png")
+    with pytest.raises(ValueError, match="image 3: expected dtype uint8"):
+        check_image(np.zeros((32, 32, 3), np.float32), cfg, "image 3")
+    with pytest.raises(ValueError, match=r"image x7: 40x4 px is too small"):
+        prepare_batch([{"image": np.zeros((32, 32, 3), np.uint8)},
+                       {"image": np.zeros((4, 40, 3), np.uint8), "id": "x7"}], cfg, train=False)
+
+

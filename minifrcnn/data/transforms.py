@@ -20,11 +20,13 @@ and a batch of different sizes is zero-padded at the bottom and right to the lar
 
 resize / flip / normalize are host-side (NumPy + PIL) and expect NumPy uint8 images.
 to_batch and boxes_to_original take their array module from their inputs (NumPy or CuPy).
+prepare_batch puts them together: the one function that training and predict() both call.
 """
 import numpy as np
 from PIL import Image
 
 from ..backend import get_array_module
+from ..boxes import clip_boxes
 
 
 def resize_scale(height, width, min_size, max_size, allow_upscale=True):
@@ -146,40 +148,62 @@ def boxes_to_original(boxes, scale, image_size):
         box = box' / scale, then x clipped to [0, W] and y to [0, H].
     Works on NumPy or CuPy boxes; dtype is kept.
     """
-    xp = get_array_module(boxes)
-    h, w = image_size
-    out = boxes / boxes.dtype.type(scale)                                   # (K, 4)
-    out[:, 0::2] = xp.clip(out[:, 0::2], 0, w)                              # x1, x2
-    out[:, 1::2] = xp.clip(out[:, 1::2], 0, h)                              # y1, y2
-    return out
+    return clip_boxes(boxes / boxes.dtype.type(scale), image_size)          # (K, 4)
 
 
-def prepare_image(image, min_size, max_size, allow_upscale, mean, std):
-    """Resize and normalise one (H, W, 3) uint8 image for the network.
+def check_image(image, cfg, name="image"):
+    """The resize factor of one image for a model with config `cfg`, after checking it.
 
-    Returns (x, scale): x (3, h, w) float32 with (h, w) = resized_shape(H, W, scale).
+    A ValueError naming `name` unless image is a NumPy (H, W, 3) uint8 array that is big
+    enough: after resizing (resize_scale with the config's sizes) each side must be at least
+    cfg.feat_stride pixels, one cell of the backbone's feature map.
     """
-    _check_image(image)
-    scale = resize_scale(image.shape[0], image.shape[1], min_size, max_size, allow_upscale)
-    return normalize(resize_image(image, scale), mean, std), scale
-
-
-def prepare_sample(sample, min_size, max_size, allow_upscale, mean, std, flip=False):
-    """A training sample ready for the network: resize, optionally flip, normalise.
-
-    sample: {"image" (H, W, 3) uint8, "boxes" (G, 4), "labels" (G,), ...}
-    Returns (x, boxes, labels, scale): x (3, h, w) float32, boxes (G, 4) float32 in the
-    resized (and flipped) image, clipped to it, labels (G,) int64, scale the resize factor.
-    """
-    image = sample["image"]
-    _check_image(image, "sample['image']")
-    scale = resize_scale(image.shape[0], image.shape[1], min_size, max_size, allow_upscale)
-    image = resize_image(image, scale)                                       # (h, w, 3)
-    boxes = resize_boxes(np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4), scale)
+    _check_image(image, name)
     h, w = image.shape[:2]
-    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)   # rounding the image size may cut
-    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)   # a box by under half a pixel
-    if flip:
-        image, boxes = hflip(image, boxes)
-    labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)        # (G,)
-    return normalize(image, mean, std), boxes, labels, scale
+    scale = resize_scale(h, w, cfg.image_min_size, cfg.image_max_size, cfg.allow_upscale)
+    nh, nw = resized_shape(h, w, scale)
+    if min(nh, nw) < cfg.feat_stride:
+        raise ValueError(f"{name}: {w}x{h} px is too small for this model ({nw}x{nh} after "
+                         f"resizing; the backbone's stride is {cfg.feat_stride}, so each "
+                         f"side needs at least {cfg.feat_stride} px)")
+    return scale
+
+
+def prepare_batch(samples, cfg, rng=None, train=True):
+    """Resize, (when training) randomly flip, and normalise samples into one padded batch.
+
+    The one road into the network, for training and for predict():
+
+        scale = check_image(image, cfg)                 resize factor (paper, section 3.3)
+        image, boxes = resize(image) , boxes * scale    boxes clipped to the resized image
+        if train and cfg.flip and rng.random() < 0.5:   x1' = W - x2, x2' = W - x1
+        x = (image / 255 - mean) / std                  (3, h, w) float32
+        batch = to_batch([x, ...])                      (N, 3, H, W), zero-padded bottom-right
+
+    samples: dicts {"image" (H, W, 3) uint8, optional "boxes" (G, 4), "labels" (G,),
+    "difficult" (G,) bool, "id" (names the image in an error)}. When training, difficult
+    objects are left out (they only matter for evaluation). rng: a numpy Generator, needed
+    only when train and cfg.flip.
+    Returns (images (N, 3, H, W) float32 NumPy, sizes [(h, w)], boxes [(G_i, 4) float32],
+    labels [(G_i,) int64], scales [float]).
+    """
+    arrays, boxes_out, labels_out, scales = [], [], [], []
+    for k, s in enumerate(samples):
+        img = np.asarray(s["image"])
+        scale = check_image(img, cfg, f"image {s['id']}" if "id" in s else f"image {k}")
+        boxes = np.asarray(s.get("boxes", ()), dtype=np.float32).reshape(-1, 4)     # (G, 4)
+        labels = np.asarray(s.get("labels", ()), dtype=np.int64).reshape(-1)        # (G,)
+        if train and "difficult" in s:
+            keep = ~np.asarray(s["difficult"], dtype=bool).reshape(-1)
+            boxes, labels = boxes[keep], labels[keep]
+        if scale != 1.0:
+            img = resize_image(img, scale)                                         # (h, w, 3)
+            boxes = clip_boxes(resize_boxes(boxes, scale), img.shape[:2])  # rounding: <= 0.5 px out
+        if train and cfg.flip and rng.random() < 0.5:
+            img, boxes = hflip(img, boxes)
+        arrays.append(normalize(img, cfg.pixel_mean, cfg.pixel_std))               # (3, h, w)
+        boxes_out.append(boxes)
+        labels_out.append(labels)
+        scales.append(scale)
+    images, sizes = to_batch(arrays)                                               # (N, 3, H, W)
+    return images, sizes, boxes_out, labels_out, scales

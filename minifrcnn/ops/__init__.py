@@ -7,7 +7,8 @@ Each op takes its array module (numpy or cupy) from its inputs.
     out, cache = ops.conv2d_forward(x, w, b, stride=1, pad=1)
     dx, dw, db = ops.conv2d_backward(dout, cache)
 """
-from .losses import smooth_l1, smooth_l1_reference, softmax_cross_entropy, softmax_cross_entropy_reference  # noqa: F401
+from .losses import (  # noqa: F401
+    smooth_l1, smooth_l1_reference, softmax, softmax_cross_entropy, softmax_cross_entropy_reference)
 from .conv import (  # noqa: F401
     col2im, conv2d_backward, conv2d_backward_reference, conv2d_forward, conv2d_forward_reference, im2col,
     im2col_reference)

@@ -67,6 +67,29 @@ def _check_logits_labels(logits, labels):
             f"got min {lo}, max {hi}")
 
 
+def _shifted_exp(logits):
+    """The pieces of a stable softmax of (N, C) logits z:
+
+        shifted_ic = z_ic - max_k z_ik      (N, C) <= 0, so exp cannot overflow
+        exp_ic     = exp(shifted_ic)        (N, C)
+        sum_exp_i  = sum_c exp_ic           (N, 1) >= 1
+    """
+    xp = get_array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)        # (N, C)
+    exp = xp.exp(shifted)                                       # (N, C)
+    return shifted, exp, exp.sum(axis=1, keepdims=True)         # (N, C), (N, C), (N, 1)
+
+
+def softmax(logits):
+    """Row-wise softmax: p_ic = exp(z_ic) / sum_k exp(z_ik), (N, C) -> (N, C).
+
+    The same arithmetic softmax_cross_entropy uses for its gradient; the detector's
+    objectness and class probabilities at test time come from here.
+    """
+    _, exp, sum_exp = _shifted_exp(logits)
+    return exp / sum_exp                                        # (N, C)
+
+
 def softmax_cross_entropy(logits, labels, normalizer=None):
     """Mean (or normalised) softmax log loss over the rows whose label is not -1.
 
@@ -95,9 +118,7 @@ def softmax_cross_entropy(logits, labels, normalizer=None):
 
     keep = labels >= 0                                          # (N,) bool
     safe_labels = xp.where(keep, labels, 0)                     # (N,) ignored rows point at class 0
-    shifted = logits - logits.max(axis=1, keepdims=True)        # (N, C) <= 0, so exp cannot overflow
-    exp = xp.exp(shifted)                                       # (N, C)
-    sum_exp = exp.sum(axis=1, keepdims=True)                    # (N, 1) >= 1
+    shifted, exp, sum_exp = _shifted_exp(logits)                # (N, C), (N, C), (N, 1)
     log_probs = shifted - xp.log(sum_exp)                       # (N, C)
     probs = exp / sum_exp                                       # (N, C)
 

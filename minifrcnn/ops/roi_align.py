@@ -103,13 +103,13 @@ def _axis_weights(start, size, n_bins, length, sampling_ratio, T):
     return A.sum(axis=2).astype(T)                                      # (K, n_bins, length)
 
 
-def roi_align_matrices(rois, spatial_scale, output_size, feat_hw, dtype, sampling_ratio=2, aligned=False):
+def roi_align_matrices(rois, spatial_scale, output_size, feat_size, dtype, sampling_ratio=2, aligned=False):
     """A_y: (K, PH, H) and A_x: (K, PW, W) with out[k, c] = A_y[k] @ feat[b_k, c] @ A_x[k]^T.
 
     The RoI geometry of the module docstring, in `dtype` (torchvision's T). rois: (K, 5).
     """
     PH, PW = output_size
-    H, W = feat_hw
+    H, W = feat_size
     T = np.dtype(dtype).type
     xp = get_array_module(rois)
     offset = T(0.5) if aligned else T(0)

@@ -133,19 +133,19 @@ def _make_cache(argmax, batch, feat):
             "dtype": str(feat.dtype)}
 
 
-def roi_pool_bin_edges(rois, spatial_scale, output_size, feat_hw, dtype):
+def roi_pool_bin_edges(rois, spatial_scale, output_size, feat_size, dtype):
     """Every bin's rows [h_start, h_end) and columns [w_start, w_end), all RoIs at once.
 
     The formulas of the module docstring, computed in `dtype` (feat's) like torchvision's T.
 
-    rois: (K, 5); feat_hw = (H, W). Returns hstart, hend: (K, PH) int64 and wstart, wend:
+    rois: (K, 5); feat_size = (H, W). Returns hstart, hend: (K, PH) int64 and wstart, wend:
     (K, PW) int64, clipped to [0, H] and [0, W]. A row range does not depend on pw nor a column
     range on ph, so bin (ph, pw) of RoI k is rows hstart[k, ph]:hend[k, ph] x columns
     wstart[k, pw]:wend[k, pw].
     """
     xp = get_array_module(rois)
     PH, PW = output_size
-    H, W = feat_hw
+    H, W = feat_size
     T = np.dtype(dtype).type                                            # np.float32 or np.float64
     corners = round_half_away(rois[:, 1:].astype(dtype) * T(spatial_scale)).astype(xp.int64)  # (K, 4)
     x_start, y_start, x_end, y_end = corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3]

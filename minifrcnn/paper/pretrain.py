@@ -18,15 +18,15 @@ Global average pooling (mean over the spatial cells) is the only new layer:
 """
 import numpy as np
 
-from .backbones import backbone_channels, build_backbone
-from .backend import get_array_module, to_device, to_numpy
-from .boxes import box_iou
-from .data.transforms import normalize
-from .layers import Linear
-from .npz import write_npz
-from .ops import softmax_cross_entropy
-from .optim import SGD, lr_at
-from .train import TrainingDiverged
+from ..backbones import backbone_channels, build_backbone
+from ..backend import get_array_module, to_device, to_numpy
+from ..boxes import box_iou
+from ..data.transforms import normalize
+from ..layers import Linear
+from ..npz import write_npz
+from ..ops import softmax_cross_entropy
+from ..optim import SGD, lr_at
+from ..train import TrainingDiverged
 
 
 def global_avg_pool_forward(x):

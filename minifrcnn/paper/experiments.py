@@ -13,16 +13,19 @@ Each writes <out>/<name>.md (a markdown table: mean and standard deviation over 
 Every variant trains on the same data with the same seeds; only the setting under study
 changes. mAP is VOC mAP@0.5 (all-point) on the shapes test split.
 """
+import copy
 import json
 import os
 import time
 
 import numpy as np
 
-from .backend import to_device
-from .data import shapes
-from .evaluate import evaluate_detections
-from .train import TrainingDiverged, default_config, prepare_batch, train
+from ..backend import to_device
+from ..config import config_for_data
+from ..data import shapes
+from ..data.transforms import prepare_batch
+from ..evaluate import evaluate_detections
+from ..train import TrainingDiverged, train
 
 NAMES = ("schemes", "anchors", "lambda", "proposals", "sharing", "pretrain")
 
@@ -32,13 +35,28 @@ def _map(dets, test):
     return float(evaluate_detections(dets, gts, shapes.CLASS_NAMES)["map"])
 
 
-def _detect_all(model, test, batch_size=8, **detect_args):
-    """model.detect over the test set with extra arguments (proposal count, NMS, proposer)."""
+def _detect_all(model, test, batch_size=8, test_changes=None, proposer=None):
+    """model.detect over the test set.
+
+    test_changes: Config fields changed for testing only (the number of test proposals,
+    the proposal layer's NMS: Table 2). proposer: another model whose RPN proposes on its
+    own features (unshared features: two networks).
+    """
+    if test_changes:
+        model = copy.copy(model)          # the same layers and weights, another config
+        model.cfg = model.cfg.replace(**test_changes)
     out = []
     for start in range(0, len(test), batch_size):
-        batch = test[start:start + batch_size]
-        images, sizes, _, _, scales = prepare_batch(batch, model.cfg, None, train=False)
-        out.extend(model.detect(to_device(images, model.device()), sizes, scales, **detect_args))
+        images, sizes, _, _, scales = prepare_batch(test[start:start + batch_size], model.cfg,
+                                                    train=False)
+        images = to_device(images, model.device())                       # (B, 3, H, W)
+        if proposer is None:
+            out.extend(model.detect(images, sizes, scales))
+        else:
+            rois, counts = proposer.propose(proposer.backbone.forward_inference(images), sizes,
+                                            scales)
+            feat = model.backbone.forward_inference(images)
+            out.extend(model.detect_in_rois(feat, rois, counts, sizes))
     return out
 
 
@@ -58,9 +76,11 @@ def _variants(name):
         return [(f"lambda = {lam:g}", {"rpn_lambda": lam}, "joint", {}) for lam in (0.1, 1, 10, 100)]
     if name == "proposals":
         # one trained model per seed, tested with different proposal settings
-        return ([(f"{n} proposals, NMS", {}, "joint", {"post_nms_top_n": n})
-                 for n in (50, 100, 300, 1000)]
-                + [("1000 proposals, no NMS", {}, "joint", {"post_nms_top_n": 1000, "use_nms": False})])
+        # (an NMS threshold of 1.0 keeps every box: IoU > 1 never happens)
+        return ([(f"{n} proposals, NMS", {}, "joint",
+                  {"test_changes": {"rpn_post_nms_top_n_test": n}}) for n in (50, 100, 300, 1000)]
+                + [("1000 proposals, no NMS", {}, "joint",
+                    {"test_changes": {"rpn_post_nms_top_n_test": 1000, "rpn_nms_threshold": 1.0}})])
     if name == "sharing":
         return [("shared (4-step)", {}, "alternating", {}),
                 ("unshared (steps 1-2)", {}, "alternating", {"unshared": True})]
@@ -124,22 +144,21 @@ def _write_json(path, data):
 def _train_variant(name, label, overrides, scheme, data, out_dir, seed, iters, device, log):
     overrides = dict(overrides)
     iters = iters * overrides.pop("iters_factor", 1)      # a longer run for this variant
-    cfg = default_config("shapes", shapes.CLASS_NAMES, seed=seed, iters=iters,
-                         lr_steps=(int(iters * 0.8),), **overrides)
+    cfg = config_for_data(data, shapes.CLASS_NAMES, seed=seed, **overrides).with_iters(iters)
     folder = os.path.join(out_dir, name, f"{label.replace(' ', '_')}_seed{seed}")
     quiet = {"progress": False, "log": lambda *_: None, "device": device,
              "checkpoint_every": max(iters, 1)}
     t0 = time.time()
     extra = {}
     if scheme == "alternating":
+        from ..model import FasterRCNN
         from .alternating import train_alternating
-        from .model import FasterRCNN
         model = train_alternating(cfg, data, folder, **quiet)
         extra["step1"] = FasterRCNN.load(os.path.join(folder, "step1", "model.npz"), device=device)
         extra["step2"] = FasterRCNN.load(os.path.join(folder, "step2", "model.npz"), device=device)
     elif scheme == "pretrained":
-        from .backbones import load_backbone_weights
-        from .model import FasterRCNN
+        from ..backbones import load_backbone_weights
+        from ..model import FasterRCNN
         from .pretrain import pretrain_backbone
         os.makedirs(folder, exist_ok=True)
         weights = os.path.join(folder, "backbone.npz")
@@ -176,7 +195,7 @@ def format_table(name, summary, seeds, iters):
 
 def plot_summary(name, summary, path):
     """A bar per variant: mean mAP with the standard deviation over seeds as an error bar."""
-    from .detect import offscreen_figure
+    from ..detect import offscreen_figure
     fig, ax = offscreen_figure((max(5, 1.6 * len(summary)), 3.5))
     x = np.arange(len(summary))
     ax.bar(x, [s["map_mean"] for s in summary], yerr=[s["map_std"] for s in summary],

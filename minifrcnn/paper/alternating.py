@@ -20,16 +20,11 @@ final detector.
 import copy
 import os
 
-from .model import FasterRCNN
-from .npz import read_npz
-from .train import CheckpointMismatch, config_differences, train
+from ..model import FasterRCNN
+from ..npz import read_npz
+from ..train import CheckpointMismatch, config_differences, train
 
 STEPS = ("step1", "step2", "step3", "step4")
-
-
-def step_config(cfg, iters):
-    """cfg with `iters` iterations and the learning-rate step at 80% of them."""
-    return cfg.replace(iters=int(iters), lr_steps=(max(1, int(iters * 0.8)),))
 
 
 def train_alternating(cfg, dataset, out_dir, step_iters=None, device="cpu", resume=False,
@@ -72,7 +67,7 @@ def train_alternating(cfg, dataset, out_dir, step_iters=None, device="cpu", resu
             return model
         log(f"{step}: training {'+'.join(parts)} for {n} iterations")
         resuming = resume and os.path.exists(os.path.join(folder, "checkpoint.npz"))
-        return train(step_config(cfg, n), dataset, folder,
+        return train(cfg.with_iters(n), dataset, folder,
                      device=device, resume=resuming, checkpoint_every=checkpoint_every,
                      progress=progress, model=model, log=log, parts=parts, proposer=proposer)
 
