@@ -5,7 +5,8 @@
 #      against NumPy, and training steps on the GPU against the CPU
 #   2. the README's default training on the GPU (the 10x target: its time against the CPU's),
 #      at most TRAIN_S seconds (default 300)
-#   3. python -m minifrcnn bench --device cuda (torch on the GPU beside it when installed)
+#   3. python benchmarks/bench_vs_torch.py --device cuda: the bench, torch on the GPU beside it
+#      when installed (python -m minifrcnn bench --device cuda without it)
 #   4. the rest of the test suite with MINIFRCNN_DEVICE=cuda
 #   5. with what is left: a profile of the train step from the trained model
 # Logs go to $OUT (default gpu-logs/). BUDGET: seconds for the whole script (default 540).
@@ -25,7 +26,7 @@ fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import cupy, numpy, sys; print('python', sys.version.split()[0], 'cupy', cupy.__version__, 'numpy', numpy.__version__)"
   nproc; } 2>&1 | tee "$OUT/machine.txt"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # scripts/*.py import minifrcnn from here
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"     # scripts/, benchmarks/ import minifrcnn from here
 PYTEST="python3 -m pytest -q -p no:cacheprovider -o addopts=-ra"   # no nbval here: tests/ only
 
 echo "== 1. tests/test_gpu.py"
@@ -40,7 +41,7 @@ if [ "$T" -gt 60 ]; then
     cp /tmp/gpu-run/losses.jsonl "$OUT/train_cuda_losses.jsonl"   # a time per iteration, if cut short
 fi
 echo "== 3. bench (left: $(left) s)"
-timeout 240 python3 -m minifrcnn bench --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
+timeout 240 python3 benchmarks/bench_vs_torch.py --device cuda 2>&1 | tee "$OUT/bench_cuda.log"
 T=$(( $(left) - 50 ))
 echo "== 4. the rest of the suite on cuda ($T s)"
 if [ "$T" -gt 30 ]; then

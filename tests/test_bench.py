@@ -1,7 +1,8 @@
-"""The bench command runs and prints a table (its numbers are not checked: no timed tests)."""
+"""The bench command runs and prints a table (its numbers are not checked: no timed tests).
+
+The torch twin's tests are in test_bench_vs_torch.py (benchmarks/bench_vs_torch.py)."""
 import functools
 
-import numpy as np
 import pytest
 
 from minifrcnn import bench
@@ -20,9 +21,9 @@ def tiny_config():
 
 def test_bench_prints_a_row_per_case():
     lines = []
-    rows = run_bench("cpu", repeat=1, only=["pool", "nms"], with_torch=False, out=lines.append)
+    rows = run_bench("cpu", repeat=1, only=["pool", "nms"], out=lines.append)
     assert lines[0].startswith("machine:")
-    assert lines[1].startswith("| op | ours (ms) |")
+    assert lines[1] == "| op | ours (ms) | images/s | peak memory (MiB) |"   # no twin columns
     assert len(rows) == 4 and all(r["ours_ms"] > 0 for r in rows)
     assert {"conv", "pool", "linear", "roi", "nms", "step", "vgg16"} <= set(CASES)
 
@@ -30,7 +31,7 @@ def test_bench_prints_a_row_per_case():
 def test_step_group_times_the_detector_with_images_per_second_and_memory(monkeypatch):
     monkeypatch.setitem(CASES, "step", functools.partial(bench.step_cases, config=tiny_config()))
     lines = []
-    rows = run_bench("cpu", repeat=1, only=["step"], with_torch=False, out=lines.append)
+    rows = run_bench("cpu", repeat=1, only=["step"], out=lines.append)
     names = [r["op"] for r in rows]
     assert len(rows) == 5 and all(n.startswith("step [cpu]: ") for n in names)
     assert any("forward_train" in n for n in names) and any("predict, 8 images" in n for n in names)
@@ -39,39 +40,3 @@ def test_step_group_times_the_detector_with_images_per_second_and_memory(monkeyp
     assert predict["images_per_s"] == pytest.approx(8 / (predict["ours_ms"] / 1e3))
     table = [line for line in lines if line.startswith("|")]
     assert len(table) == 2 + 5 and all(line.count("|") == table[0].count("|") for line in table)
-
-
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_torch_twin_of_the_train_step_computes_our_losses(device, monkeypatch):
-    """The side-by-side torch step is the same computation: same losses, step after step. On
-    the GPU (where RoI pooling is torchvision.ops.roi_pool) against our step on the GPU."""
-    torch = pytest.importorskip("torch")
-    if device == "cuda":
-        from minifrcnn.backend import DeviceError, resolve_device
-        try:
-            resolve_device("cuda")
-        except DeviceError as exc:
-            pytest.skip(str(exc))
-        if not torch.cuda.is_available() or bench._torchvision() is None:
-            pytest.skip("torch without CUDA, or torchvision absent")
-    monkeypatch.setattr(bench, "_TORCH_DEVICE", [device])
-    cfg, _, model, optimizer, batch = bench.default_step_setup(device, tiny_config(), num_images=2)
-    images, sizes, boxes, labels, scales = batch
-    _, samples = model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
-                                     scales=scales)
-    torch_step = bench._torch_train_step(model, cfg, images, samples)
-    for _ in range(2):                     # the second step checks the SGD updates agree too
-        model.zero_grad()
-        terms, _ = model.forward_train(images, sizes, boxes, labels, None, scales=scales,
-                                       samples=samples)
-        model.backward()
-        optimizer.step()
-        assert torch_step() == pytest.approx(float(terms["total"]), rel=1e-4)
-
-
-def test_torch_columns_when_torch_is_installed():
-    pytest.importorskip("torch")
-    lines = []
-    rows = run_bench("cpu", repeat=1, only=["pool"], out=lines.append)
-    assert "torch (ms) | ours / torch |" in lines[1]
-    assert len(rows) == 3 and all(r["torch_ms"] > 0 for r in rows)
