@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from minifrcnn.backend import DeviceError, resolve_device, to_numpy
+from minifrcnn.backend import DeviceError, keep_freed_memory, resolve_device, to_numpy
 from minifrcnn.bench import CASES, run_bench
 from minifrcnn.layers import Conv2d, MaxPool2d, ReLU
 from minifrcnn.ops.roi_pool import round_half_away
@@ -262,6 +262,7 @@ def torch_twin(device):
 
 def run(device=None, repeat=10, only=None, out=print):
     """minifrcnn's bench on `device` with the torch twin beside it. Returns the rows."""
+    keep_freed_memory()                        # before torch allocates: see its docstring
     device = resolve_device(device)
     return run_bench(device, repeat=repeat, only=only, twin=torch_twin(device), out=out)
 

@@ -8,5 +8,3 @@ evaluate.
 __version__ = "0.1.0"
 
 from . import backend, ops  # noqa: F401  (so `from minifrcnn import ops` works)
-
-backend.keep_freed_memory()   # big freed arrays stay in malloc for reuse: see its docstring

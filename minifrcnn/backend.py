@@ -145,7 +145,11 @@ def keep_freed_memory():
     and trim thresholds makes freed blocks go back to malloc's free lists instead, and the
     conv fwd+bwd of the default backbone went from 30 ms to 23 ms (python -m minifrcnn bench).
     The cost: the process keeps its peak memory until it exits. Returns True if applied.
-    Called once when minifrcnn is imported; set MINIFRCNN_KEEP_FREED_MEMORY=0 to skip it.
+
+    It changes the whole process's malloc settings, so importing minifrcnn does not call it:
+    the command line (python -m minifrcnn ...) and the bench (bench.run_bench,
+    benchmarks/bench_vs_torch.py) call it first thing; a script of your own that trains or
+    times can call it too. Set MINIFRCNN_KEEP_FREED_MEMORY=0 to skip it.
     """
     if os.environ.get("MINIFRCNN_KEEP_FREED_MEMORY", "1") == "0":
         return False

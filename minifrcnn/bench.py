@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import ops
-from .backend import array_module_for, resolve_device
+from .backend import array_module_for, keep_freed_memory, resolve_device
 
 
 def _is_cupy(xp):
@@ -365,6 +365,7 @@ def run_bench(device=None, repeat=10, only=None, twin=None, out=print):
     the machine line, a `train_step_note`, and one method per case (conv, pool, linear, roi,
     nms, train_step) returning the function to time, or None where it has no counterpart.
     """
+    keep_freed_memory()                            # as the command line: see its docstring
     device = resolve_device(device)
     xp = array_module_for(device)
     rng = np.random.default_rng(0)

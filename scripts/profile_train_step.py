@@ -18,6 +18,7 @@ import cProfile
 import pstats
 import time
 
+from minifrcnn.backend import keep_freed_memory
 from minifrcnn.bench import default_step_setup
 from minifrcnn.model import FasterRCNN
 from minifrcnn.train import train_step
@@ -28,6 +29,7 @@ parser.add_argument("--steps", type=int, default=100)
 parser.add_argument("--top", type=int, default=35)
 parser.add_argument("--weights", help="a model.npz to start from (same config as the default)")
 args = parser.parse_args()
+keep_freed_memory()                                   # as the command line and the bench do
 cfg, data, model, optimizer, _ = default_step_setup(args.device, num_images=64)
 if args.weights:
     model.load_state_dict(FasterRCNN.load(args.weights).state_dict())

@@ -1,4 +1,9 @@
 """backend.py: device selection and the NumPy/CuPy helpers (the cupy paths are faked or skipped)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,5 +76,45 @@ def test_keep_freed_memory_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("MINIFRCNN_KEEP_FREED_MEMORY", "0")
     assert backend.keep_freed_memory() is False
     monkeypatch.delenv("MINIFRCNN_KEEP_FREED_MEMORY")
-    import sys
     assert backend.keep_freed_memory() is sys.platform.startswith("linux")
+
+
+# Imports every module of the package (not the testing subpackage) with a fake libc that counts
+# mallopt calls, prints the count and the testing or torch modules imported, then calls
+# keep_freed_memory and prints the count again (the fake is seen: its two calls).
+IMPORT_THE_PACKAGE = """
+import ctypes, importlib, pathlib, sys
+calls = []
+class FakeLibc:
+    def mallopt(self, *args):
+        calls.append(args)
+        return 1
+ctypes.CDLL = lambda *args, **kwargs: FakeLibc()
+import minifrcnn
+root = pathlib.Path(minifrcnn.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    parts = path.relative_to(root).with_suffix("").parts
+    if parts[0] != "testing" and parts[-1] != "__main__":
+        importlib.import_module(".".join(("minifrcnn",) + parts).removesuffix(".__init__"))
+print(len(calls), sorted(m for m in sys.modules if m.startswith(("minifrcnn.testing", "torch"))))
+minifrcnn.backend.keep_freed_memory()
+print(len(calls))
+"""
+
+
+def test_importing_minifrcnn_leaves_malloc_alone_and_imports_no_testing_aid():
+    env = {k: v for k, v in os.environ.items() if k != "MINIFRCNN_KEEP_FREED_MEMORY"}
+    out = subprocess.run([sys.executable, "-c", IMPORT_THE_PACKAGE], env=env, check=True,
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert out.stdout.split("\n")[:2] == ["0 []", "2"], out.stdout
+
+
+def test_the_command_line_and_the_bench_keep_freed_memory(monkeypatch):
+    from minifrcnn import bench
+    from minifrcnn.__main__ import main
+    calls = []
+    monkeypatch.setattr(backend, "keep_freed_memory", lambda: calls.append("main"))
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.append("bench"))
+    assert main(["bench", "--only", "nonexistent"]) == 2       # an error, after the call
+    bench.run_bench("cpu", only=["no group"], out=lambda line: None)
+    assert calls == ["main", "bench"]
