@@ -3,7 +3,7 @@
 Four named configurations, each a Sequential of Conv2d / ReLU / MaxPool2d:
 
     "small"  4 convs 32-64-128-128, 3x3 pad 1, three 2x2 max-pools   -> stride 8
-             (the CPU default for ~128 px images; docs/DESIGN.md, "The small preset")
+             (the CPU default for ~128 px images; docs/DESIGN.md: the small preset)
     "zf"     Zeiler & Fergus' 5 conv layers as used in the paper       -> stride 16
              conv1 96 7x7/2, pool 3x3/2, conv2 256 5x5/2, pool 3x3/2, conv3 384, conv4 384, conv5 256
     "vgg16"  the 13 conv layers of VGG-16 (conv5_3 output)            -> stride 16

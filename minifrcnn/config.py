@@ -104,7 +104,7 @@ class Config:
 
     @classmethod
     def small(cls, **overrides):
-        """The CPU preset for ~128 px images (docs/DESIGN.md, "The small preset")."""
+        """The CPU preset for ~128 px images (docs/DESIGN.md: the paper's defaults and the small preset)."""
         values = dict(
             backbone="small", feat_stride=8,
             anchor_base_size=8, anchor_scales=(2, 4, 8),   # 16, 32, 64 px
