@@ -12,12 +12,12 @@ same computation in its library, or None.
 
 Groups (--only picks some):
     conv, pool, linear, roi, nms   one op, forward + backward, at the default detector's shapes
-    step    the default detector (Config.small, 4 classes) at batch 2 x 128x128: forward_train,
+    step    the default detector (Config.small, 4 classes) at batch 2 x 128x128: the training forward,
             backward, the network part of a training step (the twin's: same layers, weights,
             batch and samples), the whole train step, and predict on 8 images (images/s), each
             with the peak memory one call allocates
     vgg16   the paper's VGG-16 Faster R-CNN (Config(), 20 classes) on one 600x1000 image:
-            forward_train, backward, the whole train step, and predict with 300 proposals
+            training forward, backward, the whole train step, and predict with 300 proposals
             (images/s); repeat 1 on a CPU, where each call takes seconds (a few minutes in all)
 The step and vgg16 groups run on NumPy and, with --device cuda, on CuPy as well. The CUDA
 kernels of ops/cuda_kernels.py are used on CuPy; MINIFRCNN_CUDA_KERNELS=0 times the array
@@ -222,7 +222,7 @@ def default_step_setup(device, config=None, num_images=16):
     from .data import shapes
     from .model import FasterRCNN
     from .optim import SGD
-    from .train import prepare_batch
+    from .data.transforms import prepare_batch
     from .backend import to_device
     cfg = config or Config.small(num_classes=4, class_names=tuple(shapes.CLASS_NAMES))
     data = shapes.make_split("train", num_images, size=cfg.image_min_size)
@@ -238,22 +238,24 @@ def default_step_setup(device, config=None, num_images=16):
 def step_cases(xp, dtype, rng, config=None, twin=None):
     """The default detector at batch 2 x 128x128 (Config.small, 4 classes: the shapes setting);
     config replaces it (the tests time a tiny one)."""
+    from .joint_training import JointTraining
     from .train import train_step
     for device, dev_xp in _bench_devices(xp):
         cfg, data, model, optimizer, batch = default_step_setup(device, config)
         images, sizes, boxes, labels, scales = batch
+        step = JointTraining(model)
         tag = f"[{device}]"
 
-        def forward(model=model):
-            return model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
-                                       scales=scales)
+        def forward(step=step):
+            return step.forward(images, sizes, boxes, labels, np.random.default_rng(0),
+                                scales=scales)
 
         samples = forward()[1]                 # one fixed sample of anchors and RoIs
 
-        def network_step(model=model, optimizer=optimizer, samples=samples):
+        def network_step(model=model, step=step, optimizer=optimizer, samples=samples):
             model.zero_grad()
-            model.forward_train(images, sizes, boxes, labels, None, scales=scales, samples=samples)
-            model.backward()
+            step.forward(images, sizes, boxes, labels, None, scales=scales, samples=samples)
+            step.backward()
             optimizer.step()
 
         counter = iter(range(10 ** 9))
@@ -269,9 +271,9 @@ def step_cases(xp, dtype, rng, config=None, twin=None):
             note += "; " + twin.train_step_note
         n = images.shape[0]
         size = f"{images.shape[2]}x{images.shape[3]}"
-        yield Case(f"step {tag}: forward_train, batch {n} x {size}", forward, memory=True,
-                   xp=dev_xp)
-        yield Case(f"step {tag}: backward", model.backward, setup=forward, memory=True, xp=dev_xp)
+        yield Case(f"step {tag}: training forward (sampling + 4 losses), batch {n} x {size}",
+                   forward, memory=True, xp=dev_xp)
+        yield Case(f"step {tag}: backward", step.backward, setup=forward, memory=True, xp=dev_xp)
         yield Case(f"step {tag}: train step, network only (samples fixed): fwd + bwd + SGD",
                    network_step, twin_run=twin_run, memory=True, xp=dev_xp, note=note)
         yield Case(f"step {tag}: train step, whole: data prep + sampling + NMS + fwd + bwd + SGD",
@@ -282,14 +284,16 @@ def step_cases(xp, dtype, rng, config=None, twin=None):
 
 
 def vgg16_cases(xp, dtype, rng, twin=None):
-    """The paper's VGG-16 detector (Config() defaults, 20 classes) at 600x1000: forward_train,
+    """The paper's VGG-16 detector (Config() defaults, 20 classes) at 600x1000: the training forward,
     backward and the whole train step on one image with three boxes (the paper's batch: 1
     image, 256 anchors, 2000 proposals, 128 RoIs), and predict with 300 proposals. One untimed
     call first; then 5 timed calls on a GPU, 1 on a CPU (each call takes seconds there)."""
     from .config import Config
+    from .data.transforms import prepare_batch
+    from .joint_training import JointTraining
     from .model import FasterRCNN
     from .optim import SGD
-    from .train import prepare_batch, train_step
+    from .train import train_step
     from .backend import to_device
     image = rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8)
     sample = {"image": image, "labels": np.array([3, 8, 15]),
@@ -308,14 +312,16 @@ def vgg16_cases(xp, dtype, rng, twin=None):
         # one untimed call first: page faults of the big buffers, kernel compiles on a GPU
         timing = dict(memory=True, repeat=5 if on_gpu else 1, warmup=1, xp=dev_xp)
         tag = f"vgg16 [{device}]"
+        step = JointTraining(model)
 
-        def forward(model=model, images=images, sizes=sizes, boxes=boxes, labels=labels,
+        def forward(step=step, images=images, sizes=sizes, boxes=boxes, labels=labels,
                     scales=scales):
-            return model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
-                                       scales=scales)
+            return step.forward(images, sizes, boxes, labels, np.random.default_rng(0),
+                                scales=scales)
 
-        yield Case(f"{tag}: forward_train, 1 image 600x1000", forward, **timing)
-        yield Case(f"{tag}: backward", model.backward, setup=forward, **timing)
+        yield Case(f"{tag}: training forward (sampling + 4 losses), 1 image 600x1000", forward,
+                   **timing)
+        yield Case(f"{tag}: backward", step.backward, setup=forward, **timing)
         yield Case(f"{tag}: train step, whole, 1 image 600x1000",
                    lambda m=model, o=optimizer, c=cfg: train_step(m, o, [sample], c, next(counter)),
                    **timing)

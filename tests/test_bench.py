@@ -34,7 +34,7 @@ def test_step_group_times_the_detector_with_images_per_second_and_memory(monkeyp
     rows = run_bench("cpu", repeat=1, only=["step"], out=lines.append)
     names = [r["op"] for r in rows]
     assert len(rows) == 5 and all(n.startswith("step [cpu]: ") for n in names)
-    assert any("forward_train" in n for n in names) and any("predict, 8 images" in n for n in names)
+    assert any("training forward" in n for n in names) and any("predict, 8 images" in n for n in names)
     assert all(r["ours_ms"] > 0 and r["peak_mib"] > 0 for r in rows)
     predict = [r for r in rows if "predict" in r["op"]][0]
     assert predict["images_per_s"] == pytest.approx(8 / (predict["ours_ms"] / 1e3))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minifrcnn import bench
+from minifrcnn.joint_training import JointTraining
 from test_bench import tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -31,14 +32,14 @@ def test_torch_twin_of_the_train_step_computes_our_losses(device):
     twin = bench_vs_torch.TorchTwin(device)
     cfg, _, model, optimizer, batch = bench.default_step_setup(device, tiny_config(), num_images=2)
     images, sizes, boxes, labels, scales = batch
-    _, samples = model.forward_train(images, sizes, boxes, labels, np.random.default_rng(0),
-                                     scales=scales)
+    step = JointTraining(model)
+    _, samples = step.forward(images, sizes, boxes, labels, np.random.default_rng(0),
+                              scales=scales)
     torch_step = twin.train_step(model, cfg, images, samples)
     for _ in range(2):                     # the second step checks the SGD updates agree too
         model.zero_grad()
-        terms, _ = model.forward_train(images, sizes, boxes, labels, None, scales=scales,
-                                       samples=samples)
-        model.backward()
+        terms, _ = step.forward(images, sizes, boxes, labels, None, scales=scales, samples=samples)
+        step.backward()
         optimizer.step()
         assert torch_step() == pytest.approx(float(terms["total"]), rel=1e-4)
 
