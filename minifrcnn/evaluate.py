@@ -20,8 +20,11 @@ VOC devkit's VOCevaldet.m matches:
     IoU >= threshold and the gt is already taken: FP (a duplicate);
     IoU < threshold (or no gt of the class in the image): FP.
   * AP "voc07": 11-point interpolation, AP = 1/11 sum_{t in 0, 0.1, ..., 1} max_{recall >= t}
-    precision (0 when no point reaches recall t). The points t are computed as k / 10, so a
-    recall of exactly 3/10 counts for t = 0.3 (np.arange(0, 1.1, 0.1) gives 0.30000000000000004).
+    precision (0 when no point reaches recall t). The points t are np.arange(0, 1.1, 0.1), as
+    py-faster-rcnn's voc_eval.py, chainercv and mmdetection make them, to the last bit: three of
+    them lie just above k / 10 (0.30000000000000004, 0.6000000000000001, 0.7000000000000001), so
+    a recall of exactly 3/10 does not reach t = 0.3 (with t = k / 10 it would, and the AP would
+    differ from theirs).
   * AP "area" (VOC2010 and later): the area under the precision envelope,
     p_env(r) = max_{r' >= r} p(r'), AP = sum_i (r_{i+1} - r_i) p_env(r_{i+1}).
   * A class with no (non-difficult) gt in the whole set has AP NaN (the devkit would divide
@@ -64,6 +67,9 @@ VOC_METHODS = ("area", "voc07")
 # 0.35000000000000003, not 35 / 100).
 COCO_IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())     # 0.50, 0.55, ..., 0.95
 COCO_RECALL_THRESHOLDS = tuple(np.linspace(0.0, 1.0, 101).tolist())  # 0.00, 0.01, ..., 1.00
+# VOC07's 11 recall points made as py-faster-rcnn's voc_eval.py makes them: np.arange's 0.3,
+# 0.6 and 0.7 are 0.30000000000000004, 0.6000000000000001, 0.7000000000000001 (not k / 10).
+VOC07_RECALL_POINTS = tuple(np.arange(0.0, 1.1, 0.1).tolist())       # 0.0, 0.1, ..., 1.0
 
 
 # ----------------------------------------------------------------------------------------
@@ -162,17 +168,17 @@ def prepare_inputs(detections, ground_truths, num_classes=None):
 def voc_ap(recall, precision, method="area"):
     """AP from a precision-recall curve (recall (n,), precision (n,), in detection order).
 
-    "voc07": 1/11 sum_{t = k/10, k = 0..10} max(precision[recall >= t])  (0 if none)
+    "voc07": 1/11 sum_{t in VOC07_RECALL_POINTS} max(precision[recall >= t])  (0 if none)
     "area":  add the points (0, 0) and (1, 0); p_env(i) = max_{j >= i} p(j);
              AP = sum over the points where recall changes of (r_{i+1} - r_i) p_env(i + 1)
-    Both are the devkit's code (VOCevaldet.m / VOCap.m), line for line.
+    Both are the devkit's code (VOCevaldet.m / VOCap.m), line for line, with the 11 points t
+    made as py-faster-rcnn's voc_eval.py makes them (np.arange(0, 1.1, 0.1), not k / 10).
     """
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     if method == "voc07":
         points = []
-        for k in range(11):
-            t = k / 10
+        for t in VOC07_RECALL_POINTS:
             above = recall >= t
             points.append(precision[above].max() if above.any() else 0.0)
         return float(sum(points) / 11)        # summed first, so 11 ones give exactly 1.0

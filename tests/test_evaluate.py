@@ -145,10 +145,47 @@ def test_detection_takes_its_best_gt_even_if_taken():
 
 def test_voc_ap_on_empty_curves():
     assert voc_ap([], [], "area") == 0.0 and voc_ap([], [], "voc07") == 0.0
-    # a recall of exactly 3/10 counts for t = 0.3 (t is computed as k / 10)
-    assert voc_ap([0.3], [1.0], "voc07") == pytest.approx(4 / 11)
     with pytest.raises(ValueError, match="method"):
         voc_ap([1.0], [1.0], "coco")
+
+
+@pytest.mark.parametrize("found", [3, 6, 7])
+def test_voc07_a_recall_of_exactly_3_6_or_7_tenths_misses_that_point(found):
+    # 10 gts in one image; the `found` best detections find one each, and nothing else is
+    # detected: recall climbs to exactly found / 10 with precision 1. np.arange(0, 1.1, 0.1)
+    # makes t = 0.30000000000000004 (0.6000000000000001, 0.7000000000000001), which that recall
+    # does not reach, so only the points 0 .. (found - 1) / 10 count: AP = found / 11
+    # (py-faster-rcnn's voc_eval.py). With t = k / 10 it would be (found + 1) / 11.
+    gts = [gt([[20 * i, 0, 20 * i + 10, 10] for i in range(10)], [1] * 10)]
+    dets = [det([[20 * i, 0, 20 * i + 10, 10] for i in range(found)],
+                [1 - i / 100 for i in range(found)], [1] * found)]
+    r = evaluate_detections(dets, gts, ["x"], method="voc07")
+    assert r["recall"]["x"][-1] == found / 10
+    assert r["ap"]["x"] == pytest.approx(found / 11)
+
+
+def voc_ap_of_py_faster_rcnn(rec, prec):
+    """py-faster-rcnn's lib/datasets/voc_eval.py, voc_ap(rec, prec, use_07_metric=True)."""
+    ap = 0.
+    for t in np.arange(0., 1.1, 0.1):
+        if np.sum(rec >= t) == 0:
+            p = 0
+        else:
+            p = np.max(prec[rec >= t])
+        ap = ap + p / 11.
+    return ap
+
+
+def test_voc07_agrees_with_py_faster_rcnn():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        npos = int(rng.integers(1, 21))                # recalls k / npos: 3/10, 6/20, 7/10 ...
+        found = int(rng.integers(0, npos + 1))
+        hits = rng.permutation(np.r_[np.ones(found), np.zeros(int(rng.integers(0, 10)))])
+        tp = np.cumsum(hits)                                  # (D,) in score order
+        rec, prec = tp / npos, tp / np.arange(1, len(tp) + 1)
+        assert voc_ap(rec, prec, "voc07") == pytest.approx(voc_ap_of_py_faster_rcnn(rec, prec),
+                                                          abs=1e-12)
 
 
 def _random_case(rng, n_images=12, n_classes=3):
