@@ -5,9 +5,9 @@
 
 An .npz file is a zip archive of .npy arrays (numpy.savez). write_npz writes it to
 path + ".tmp" and renames that onto path only when it is complete, so an interrupted or failed
-write leaves the previous file as it was. read_npz loads every array at once and turns each way
-a file can be wrong (missing, a folder, empty, not a zip, cut short, damaged bytes) into one
-error that names the file and what it was meant to be.
+write leaves the previous file as it was, and a failed one says so in its message. read_npz
+loads every array at once and turns each way a file can be wrong (missing, a folder, empty, not
+a zip, cut short, damaged bytes) into one error that names the file and what it was meant to be.
 """
 import os
 import zipfile
@@ -19,13 +19,26 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")      # a zip's first 4 bytes (the sec
 
 
 def write_npz(path, arrays):
-    """numpy.savez(path, **arrays) to path + '.tmp', then an atomic rename onto path."""
+    """numpy.savez(path, **arrays) to path + '.tmp', then an atomic rename onto path.
+
+    A failed write (disk full, no permission: an OSError) raises an OSError of the same kind
+    and errno, in one line naming path and saying that the previous file, if any, is untouched:
+        cannot write runs/a/checkpoint.npz: No space left on device; the previous
+        checkpoint.npz is untouched
+    The half-written .tmp file is removed.
+    """
     path = os.fspath(path)
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
+    except OSError as e:
+        kept = (f"the previous {os.path.basename(path)} is untouched" if os.path.exists(path)
+                else "nothing was written")
+        error = type(e)(f"cannot write {path}: {e.strerror or e}; {kept}")
+        error.errno = e.errno                 # ENOSPC stays ENOSPC for a caller who checks
+        raise error from e
     finally:
         if os.path.exists(tmp):          # the write failed half way: leave no debris behind
             os.remove(tmp)

@@ -1,4 +1,6 @@
 """npz.py: every way a weights file can be wrong gives one error naming the file; writes are atomic."""
+import errno
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,28 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
         write_npz(str(path), {"a": np.zeros(5)})
     assert path.read_bytes() == before
     assert not (tmp_path / "w.npz.tmp").exists()
+
+
+def savez_on_a_full_disk(f, **arrays):
+    f.write(b"PK\x03\x04 half an archive")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = good_file(tmp_path / "checkpoint.npz")
+    before = path.read_bytes()
+    monkeypatch.setattr(np, "savez", savez_on_a_full_disk)
+    with pytest.raises(OSError) as e:
+        write_npz(str(path), {"a": np.zeros(5)})
+    assert str(e.value) == (f"cannot write {path}: No space left on device; "
+                            "the previous checkpoint.npz is untouched")
+    assert e.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before
+    assert not (tmp_path / "checkpoint.npz.tmp").exists()
+
+
+def test_a_full_disk_on_a_first_write_says_nothing_was_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(np, "savez", savez_on_a_full_disk)
+    with pytest.raises(OSError, match=r"model\.npz: No space left on device; nothing was written$"):
+        write_npz(str(tmp_path / "model.npz"), {"a": np.zeros(5)})
+    assert list(tmp_path.iterdir()) == []
