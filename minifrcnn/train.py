@@ -13,20 +13,26 @@ exactly the losses an uninterrupted run would (same machine, same thread count).
 
 The run folder holds:
     checkpoint.npz   the model file plus momentum buffers and iteration (written atomically every
-                     `checkpoint_every` iterations, on Ctrl-C, and at the end)
+                     `checkpoint_every` iterations, on Ctrl-C or SIGTERM, and at the end)
     model.npz        the final model (FasterRCNN.load)
     losses.jsonl     one line per iteration with every loss term and the learning rate
     loss_curve.png   the loss terms against the iteration
+    .lock            while a run trains there: the process holding the folder (run_folder_lock)
 
-A NaN or inf loss stops the run with TrainingDiverged naming the iteration; the last
-checkpoint (written before the bad step) is left untouched.
+Ctrl-C (SIGINT) and SIGTERM (what kill, Slurm and docker stop send) finish the current
+iteration, save the checkpoint, say so and raise TrainingInterrupted, a KeyboardInterrupt whose
+exit_code (130, 143: 128 + the signal's number) the command line returns. A NaN or inf loss
+stops the run with TrainingDiverged naming the iteration; the last checkpoint (written before
+the bad step) is left untouched.
 
     python -m minifrcnn train --dataset shapes --out runs/shapes
 """
+import contextlib
 import json
 import math
 import os
 import signal
+import socket
 import time
 
 import numpy as np
@@ -39,6 +45,10 @@ from .npz import read_npz
 from .optim import SGD, lr_at
 
 LOSS_TERMS = ("rpn_cls", "rpn_reg", "head_cls", "head_reg", "total")
+# The signals that stop a run cleanly, and how the message says it.
+STOP_SIGNALS = {signal.SIGINT: "interrupted",              # Ctrl-C
+                signal.SIGTERM: "stopped by SIGTERM"}      # kill, Slurm, docker stop
+LOCK_FILE = ".lock"
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,6 +57,22 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointMismatch(ValueError):
     """--resume found a checkpoint made with another config."""
+
+
+class RunFolderLocked(ValueError):
+    """Another process is training into the same run folder; the message names it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run after it saved its checkpoint.
+
+    exit_code is 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), what a shell
+    reports for a program that the signal ended; the command line exits with it.
+    """
+
+    def __init__(self, signum):
+        super().__init__(STOP_SIGNALS[signum])
+        self.exit_code = 128 + signum
 
 
 def batch_indices(num_samples, batch_size, iteration, seed):
@@ -104,70 +130,187 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     parts, proposer: which losses to train and whose RPN proposes (see
     joint_training.JointTraining); the defaults are approximate joint training. Frozen
     parameters (requires_grad False) are never updated.
+    The run holds out_dir's lock throughout (run_folder_lock); Ctrl-C or SIGTERM saves the
+    checkpoint and raises TrainingInterrupted.
     """
-    os.makedirs(out_dir, exist_ok=True)
     if len(dataset) == 0:
         raise ValueError("training set is empty: nothing to train on")
     ckpt_path = os.path.join(out_dir, "checkpoint.npz")
     log_path = os.path.join(out_dir, "losses.jsonl")
-    model = FasterRCNN(cfg) if model is None else model
-    model.to(device)
-    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay)
-    start = 0
-    if resume:
-        if not os.path.exists(ckpt_path):
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        start = load_checkpoint(ckpt_path, model, optimizer)
-        _truncate_log(log_path, start)
-        log(f"resumed from {ckpt_path} at iteration {start}")
-    elif os.path.exists(log_path):
-        os.remove(log_path)
+    with run_folder_lock(out_dir, log):
+        model = FasterRCNN(cfg) if model is None else model
+        model.to(device)
+        optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                        weight_decay=cfg.weight_decay)
+        start = 0
+        if resume:
+            if not os.path.exists(ckpt_path):
+                raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+            start = load_checkpoint(ckpt_path, model, optimizer)
+            _truncate_log(log_path, start, log)
+            log(f"resumed from {ckpt_path} at iteration {start}")
+        elif os.path.exists(log_path):
+            os.remove(log_path)
 
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        stop["requested"] = True        # finish the current iteration, then save and exit
-
-    old_handler = None
-    if _in_main_thread():
-        old_handler = signal.signal(signal.SIGINT, on_sigint)
-    bar = _progress(range(start, cfg.iters), progress, start, cfg.iters)
-    it = start
-    try:
-        with open(log_path, "a") as log_file:
-            for it in bar:
-                terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
-                if not all(math.isfinite(v) for v in terms.values()):
-                    raise TrainingDiverged(
-                        f"loss became {terms['total']} at iteration {it} "
-                        f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); the last "
-                        f"good checkpoint is {ckpt_path}" + ("" if os.path.exists(ckpt_path)
-                                                              else " (none written yet)"))
-                record = {"iter": it, "lr": optimizer.lr, **terms, "time": time.time()}
-                log_file.write(json.dumps(record) + "\n")
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
-                done = it + 1
-                if done % checkpoint_every == 0 or done == cfg.iters:
-                    log_file.flush()
-                    save_checkpoint(ckpt_path, model, optimizer, done)
-                if stop["requested"]:
-                    log_file.flush()
-                    save_checkpoint(ckpt_path, model, optimizer, done)
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        log(f"\ninterrupted: saved {ckpt_path} at iteration {it + 1}; "
-            f"continue with the same command and --resume")
-        raise
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-        if hasattr(bar, "close"):
-            bar.close()
-    model.save(os.path.join(out_dir, "model.npz"))
-    plot_losses(log_path, os.path.join(out_dir, "loss_curve.png"))
+        bar = _progress(range(start, cfg.iters), progress, start, cfg.iters)
+        it = start
+        try:
+            with stop_requests() as stop, open(log_path, "a") as log_file:
+                for it in bar:
+                    terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
+                    if not all(math.isfinite(v) for v in terms.values()):
+                        raise TrainingDiverged(
+                            f"loss became {terms['total']} at iteration {it} "
+                            f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); the last "
+                            f"good checkpoint is {ckpt_path}" + (
+                                "" if os.path.exists(ckpt_path) else " (none written yet)"))
+                    record = {"iter": it, "lr": optimizer.lr, **terms, "time": time.time()}
+                    log_file.write(json.dumps(record) + "\n")
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+                    done = it + 1
+                    if done % checkpoint_every == 0 or done == cfg.iters or stop["signal"]:
+                        log_file.flush()
+                        save_checkpoint(ckpt_path, model, optimizer, done)
+                    if stop["signal"]:
+                        raise TrainingInterrupted(stop["signal"])
+        except TrainingInterrupted as e:
+            log(f"\n{e}: saved {ckpt_path} at iteration {it + 1}; "
+                f"continue with the same command and --resume")
+            raise
+        finally:
+            if hasattr(bar, "close"):
+                bar.close()
+        model.save(os.path.join(out_dir, "model.npz"))
+        plot_losses(log_path, os.path.join(out_dir, "loss_curve.png"))
     return model
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Within the `with`, Ctrl-C (SIGINT) and SIGTERM do not stop the program at once: the
+    signal's number is put in the yielded dict's "signal", so that the training loop can finish
+    its iteration and save first. The previous handlers come back when the `with` ends.
+    Python delivers signals to the main thread only, so elsewhere nothing is installed.
+
+        with stop_requests() as stop:
+            for it in ...:
+                ...
+                if stop["signal"]: ... save, then stop
+    """
+    stop = {"signal": None}
+
+    def note(signum, frame):
+        stop["signal"] = signum
+
+    previous = {}
+    if _in_main_thread():
+        previous = {s: signal.signal(s, note) for s in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:            # None: a handler not set from Python
+                signal.signal(s, handler)
+
+
+# ----------------------------------------------------------------------------------------
+# One run per folder
+# ----------------------------------------------------------------------------------------
+
+_HELD_LOCKS = {}          # real path of a run folder -> how many `with`s of this process hold it
+
+
+@contextlib.contextmanager
+def run_folder_lock(out_dir, log=print):
+    """Hold the lock of the run folder out_dir (made if missing) for the `with` block.
+
+    Two runs writing into one folder would leave a model from one and a log from the other,
+    so the folder gets a lock file, out_dir/.lock, holding {"pid": ..., "host": ...} of its
+    holder. os.open with O_CREAT | O_EXCL creates it atomically: of two processes trying at
+    once, exactly one succeeds; the other raises RunFolderLocked, one line naming the lock file
+    and the process holding it. A lock whose process no longer runs on this host (killed with
+    SIGKILL, a power cut) is taken over, with a note (two processes taking over the same
+    stale lock at the same instant could both succeed: rare enough to accept here). The lock
+    file is removed when the block ends, however it ends (an error, Ctrl-C, SIGTERM).
+
+    Re-entrant within a process: the command line holds the lock around train(), and train()
+    takes it again (alternating training: around each step's folder as well).
+    """
+    key = os.path.realpath(out_dir)
+    lock_path = os.path.join(out_dir, LOCK_FILE)
+    if key not in _HELD_LOCKS:
+        os.makedirs(out_dir, exist_ok=True)
+        _take_lock(out_dir, lock_path, log)
+    _HELD_LOCKS[key] = _HELD_LOCKS.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        _HELD_LOCKS[key] -= 1
+        if _HELD_LOCKS[key] == 0:
+            del _HELD_LOCKS[key]
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock_path)
+
+
+def _take_lock(out_dir, lock_path, log):
+    """Create lock_path holding this process's pid and host, taking over a stale one."""
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_holder(lock_path)
+            if holder is None and not os.path.exists(lock_path):
+                continue                               # released meanwhile: try again
+            if not _is_stale(holder):
+                raise RunFolderLocked(_locked_message(out_dir, lock_path, holder)) from None
+            log(f"note: {lock_path}: taking over the lock of process {holder['pid']} on "
+                f"{holder['host']}, which no longer runs")
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock_path)
+            continue                                   # and try to create it again
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+        return
+
+
+def _locked_message(out_dir, lock_path, holder):
+    """The one line of RunFolderLocked; where the holder cannot be checked, how to clear it."""
+    if holder is None:
+        who = "an unknown process: the lock file is empty or damaged"
+    else:
+        who = f"process {holder['pid']} on {holder['host']}"
+    checked = holder is not None and holder["host"] == socket.gethostname()
+    return (f"{out_dir}: another training run is using this folder ({who}; lock file "
+            f"{lock_path}); wait for it to finish or choose another folder"
+            + ("" if checked else f"; if that run has ended, delete {lock_path}"))
+
+
+def _lock_holder(lock_path):
+    """{"pid", "host"} from a lock file; None if it cannot be read (empty, damaged, gone)."""
+    try:
+        with open(lock_path) as f:
+            holder = json.load(f)
+        return {"pid": int(holder["pid"]), "host": str(holder["host"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_stale(holder):
+    """Whether a lock's process is known to be gone: only a process of this host can be
+    checked. A lock of this process's pid that this process does not hold was left by an
+    earlier process with the same pid (a container restarts with the same pids)."""
+    if holder is None or holder["host"] != socket.gethostname():
+        return False
+    if holder["pid"] == os.getpid():
+        return True
+    try:
+        os.kill(holder["pid"], 0)          # signal 0 sends nothing: it asks whether pid exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass                               # it exists, run by another user
+    return False
 
 
 def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):
@@ -189,16 +332,56 @@ def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):
 
 
 def read_log(log_path):
-    """The records of losses.jsonl as a list of dicts."""
-    with open(log_path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of losses.jsonl as a list of dicts, one per iteration.
+
+    A line that is not a whole record is a ValueError naming the file and the line number.
+    """
+    records, torn = _read_records(log_path)
+    if torn is not None:
+        raise ValueError(_damaged(log_path, *torn))
+    return records
 
 
-def _truncate_log(log_path, iteration):
-    """Drop log lines of iterations >= `iteration` (they are recomputed after a resume)."""
+def _read_records(log_path):
+    """(records, torn): the whole records of losses.jsonl, and (line number, text) of a last
+    line that is not one (a write cut short by a kill), else None. A damaged line before the
+    last is a ValueError naming the file and the line number."""
+    with open(log_path, errors="replace") as f:          # a torn write may hold any bytes
+        lines = [(n, line.strip()) for n, line in enumerate(f, start=1) if line.strip()]
+    records = []
+    for k, (n, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
+            if k < len(lines) - 1:
+                raise ValueError(_damaged(log_path, n, line))
+            return records, (n, line)
+        records.append(record)
+    return records, None
+
+
+def _damaged(log_path, line_number, text):
+    return (f"{log_path} line {line_number}: damaged, not a loss record ({text[:40]!r}"
+            f"{'...' if len(text) > 40 else ''}); repair or delete that line")
+
+
+def _truncate_log(log_path, iteration, log=print):
+    """Before a resume from the checkpoint of `iteration`: keep the records of the iterations
+    before it (the later ones are recomputed) and drop a torn last line, in one note."""
     if not os.path.exists(log_path):
         return
-    keep = [r for r in read_log(log_path) if r["iter"] < iteration]
+    records, torn = _read_records(log_path)
+    keep = [r for r in records if r["iter"] < iteration]
+    dropped = []
+    if len(keep) < len(records):
+        dropped.append(f"{len(records) - len(keep)} lines of iterations >= {iteration}")
+    if torn is not None:
+        dropped.append(f"the torn last line {torn[0]} (a write cut short)")
+    if dropped:
+        log(f"note: {log_path}: dropped {' and '.join(dropped)}; they are recomputed from the "
+            f"checkpoint at iteration {iteration}")
     with open(log_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)
 

@@ -1,4 +1,5 @@
 """alternating.py: the paper's 4 steps hand each other what they should, and frozen means frozen."""
+import json
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.model import FasterRCNN
 from minifrcnn.paper.alternating import train_alternating
-from minifrcnn.train import CheckpointMismatch
+from minifrcnn.train import CheckpointMismatch, RunFolderLocked, run_folder_lock
 
 
 def tiny_config(**overrides):
@@ -105,3 +106,18 @@ def test_resume_refuses_finished_steps_of_another_run(run, tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"step1.*another config.*seed"):
         train_alternating(tiny_config(seed=1), data, out, step_iters=(3, 3, 3, 3),
                           progress=False, log=lambda *_: None, resume=True)
+
+
+def test_the_run_folder_is_locked_and_every_lock_is_gone_at_the_end(tmp_path):
+    """The command line holds the run folder's lock around train_alternating, which takes it
+    again (re-entrant) and train() takes each step's; afterwards no lock is left anywhere."""
+    out, data = str(tmp_path / "alt"), shapes.make_split("train", 4, size=48)
+    with run_folder_lock(out):
+        train_alternating(tiny_config(), data, out, step_iters=(1, 1, 1, 1), progress=False,
+                          log=lambda *_: None)
+    assert [f for _, _, files in os.walk(out) for f in files if f == ".lock"] == []
+    with open(os.path.join(out, ".lock"), "w") as f:            # another machine's run
+        json.dump({"pid": 1, "host": "another-machine"}, f)
+    with pytest.raises(RunFolderLocked, match=r"alt: another training run.*another-machine"):
+        train_alternating(tiny_config(), data, out, step_iters=(1, 1, 1, 1), progress=False,
+                          log=lambda *_: None, resume=True)

@@ -1,17 +1,29 @@
-"""train.py: exact resume, divergence, Ctrl-C, and checkpoints made with another config."""
+"""train.py: exact resume, divergence, Ctrl-C and SIGTERM, checkpoints made with another config,
+one run per folder (the lock), a torn loss log, a full disk."""
+import errno
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
 from minifrcnn import train as train_mod
+from minifrcnn.__main__ import main
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.data.transforms import prepare_batch
 from minifrcnn.model import FasterRCNN
-from minifrcnn.train import CheckpointMismatch, TrainingDiverged, read_log, train
+from minifrcnn.train import (
+    CheckpointMismatch, RunFolderLocked, TrainingDiverged, TrainingInterrupted, read_log,
+    run_folder_lock, train)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = {"progress": False, "log": lambda *_: None}
 
 
 def tiny_config(**overrides):
@@ -112,7 +124,12 @@ def test_a_real_nan_is_caught_before_the_weights_change(tmp_path, data):
         np.testing.assert_array_equal(p.data, before[name], err_msg=name)   # NaN == NaN here
 
 
-def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize("signum, said, exit_code", [
+    (signal.SIGINT, "interrupted", 130),              # Ctrl-C
+    (signal.SIGTERM, "stopped by SIGTERM", 143),     # kill, Slurm, docker stop
+], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_save_and_resume_exactly(tmp_path, data, monkeypatch, signum, said,
+                                                    exit_code):
     full, run = str(tmp_path / "full"), str(tmp_path / "run")
     quiet = {"progress": False, "log": lambda *_: None, "checkpoint_every": 100}
     train(tiny_config(), data, full, **quiet)
@@ -120,12 +137,26 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
 
     def step(model, optimizer, dataset, cfg, it, *args):
         if it == 2:
-            os.kill(os.getpid(), signal.SIGINT)      # what Ctrl-C sends, mid-iteration
+            os.kill(os.getpid(), signum)             # what Ctrl-C or kill sends, mid-iteration
         return real_step(model, optimizer, dataset, cfg, it, *args)
 
+    def not_train(signum, frame):         # the handler train() must replace, then restore
+        raise AssertionError(f"signal {signum} was not caught by train()")
+
     monkeypatch.setattr(train_mod, "train_step", step)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(), data, run, **quiet)
+    said_lines = []
+    before = {s: signal.signal(s, not_train) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(TrainingInterrupted) as e:
+            train(tiny_config(), data, run, **dict(quiet, log=said_lines.append))
+        assert {s: signal.getsignal(s) for s in before} == {s: not_train for s in before}
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert e.value.exit_code == exit_code
+    assert said_lines[-1].strip() == (f"{said}: saved {run}/checkpoint.npz at iteration 3; "
+                                      "continue with the same command and --resume")
+    assert not os.path.exists(os.path.join(run, ".lock"))
     with np.load(os.path.join(run, "checkpoint.npz")) as f:
         assert int(f["iteration"]) == 3               # iteration 2 finished, then saved
     monkeypatch.setattr(train_mod, "train_step", real_step)
@@ -133,6 +164,37 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
     train(tiny_config(), data, run, resume=True, **quiet)
     assert done == [3, 4, 5]
     assert losses(run) == losses(full)
+
+
+def train_command(run_dir, *more):
+    """The argv of a small `python -m minifrcnn train` into run_dir."""
+    return ["train", "--out", str(run_dir), "--train-images", "4", "--min-size", "48",
+            "--no-eval", "--no-progress", *more]
+
+
+def test_sigterm_to_the_command_line_saves_says_so_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "minifrcnn",
+                             *train_command(run_dir, "--iters", "1000", "--checkpoint-every", "1")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoint.npz").exists():   # it is training: send what kill sends
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err == ""                                          # no traceback
+    iteration = len(read_log(run_dir / "losses.jsonl"))
+    assert out.splitlines()[-1] == (f"stopped by SIGTERM: saved {run_dir}/checkpoint.npz at "
+                                    f"iteration {iteration}; continue with the same command "
+                                    "and --resume")
+    with np.load(run_dir / "checkpoint.npz") as f:
+        assert int(f["iteration"]) == iteration            # every logged iteration is saved
+    assert not (run_dir / ".lock").exists()
 
 
 def test_empty_training_set(tmp_path):
@@ -160,3 +222,138 @@ def test_a_checkpoint_with_an_unknown_config_field_is_named(tmp_path, data):
     with pytest.raises(ValueError, match=r"checkpoint .*checkpoint\.npz: its config cannot be read.*no_such_field"):
         train(tiny_config(iters=2), data, str(tmp_path), resume=True, progress=False,
               log=lambda *_: None)
+
+
+# --- one run per folder -------------------------------------------------------------------------
+
+def hold_the_lock_in_another_process(run_dir):
+    """A real second process holding run_dir's lock until its stdin closes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom minifrcnn.train import run_folder_lock\n"
+         "with run_folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()",
+         str(run_dir)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_a_second_run_into_a_locked_folder_refuses_naming_the_lock_and_the_process(
+        tmp_path, data, capsys):
+    run_dir = tmp_path / "run"
+    train(tiny_config(iters=1), data, str(run_dir), **QUIET)         # an earlier run to keep
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    holder = hold_the_lock_in_another_process(run_dir)
+    try:
+        where = f"process {holder.pid} on {socket.gethostname()}; lock file {run_dir}/.lock"
+        with pytest.raises(RunFolderLocked, match=f"another training run.*{where}"):
+            train(tiny_config(iters=1), data, str(run_dir), **QUIET)
+        # the command line takes the lock before --overwrite deletes anything
+        code = main(train_command(run_dir, "--iters", "1", "--overwrite"))
+        _, err = capsys.readouterr()
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert where in err
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"} == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert not (run_dir / ".lock").exists()                          # the holder removed it
+    train(tiny_config(iters=1), data, str(run_dir), **QUIET)         # and the folder is free
+
+
+def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, data):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                       # a pid that no longer runs on this host
+    (tmp_path / ".lock").write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
+    said = []
+    train(tiny_config(iters=1), data, str(tmp_path), progress=False, log=said.append)
+    assert said[0] == (f"note: {tmp_path}/.lock: taking over the lock of process {gone.pid} on "
+                       f"{socket.gethostname()}, which no longer runs")
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_that_cannot_be_checked_is_refused_with_how_to_clear_it(tmp_path, data):
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "another-machine"}))
+    with pytest.raises(RunFolderLocked, match=rf"process 1 on another-machine.*"
+                                              rf"if that run has ended, delete {lock}$"):
+        train(tiny_config(iters=1), data, str(tmp_path), **QUIET)
+    lock.write_text("")
+    with pytest.raises(RunFolderLocked, match="unknown process: the lock file is empty"):
+        train(tiny_config(iters=1), data, str(tmp_path), **QUIET)
+    assert lock.read_text() == ""                      # another's lock is never removed
+
+
+def test_the_lock_is_reentrant_and_removed_however_the_run_ends(tmp_path, data, monkeypatch):
+    lock = tmp_path / ".lock"
+    with run_folder_lock(str(tmp_path)):
+        assert json.loads(lock.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
+        train(tiny_config(iters=1), data, str(tmp_path), **QUIET)    # the same process: allowed
+        assert lock.exists()                                          # still the outer one's
+    assert not lock.exists()
+
+    def failing_step(*args):
+        raise TrainingDiverged("a failing run")
+
+    monkeypatch.setattr(train_mod, "train_step", failing_step)
+    with pytest.raises(TrainingDiverged):
+        train(tiny_config(iters=1), data, str(tmp_path), **QUIET)
+    assert not lock.exists()
+
+
+# --- a torn loss log ----------------------------------------------------------------------------
+
+TORN = '{"iter": 5, "lr": 0.01, "rpn_cls": 0.69'      # a line cut short by a kill
+
+
+def test_resume_drops_a_torn_last_line_and_the_lines_past_the_checkpoint(tmp_path, data):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train(tiny_config(), data, full, checkpoint_every=100, **QUIET)
+    train(tiny_config(iters=3), data, part, checkpoint_every=100, **QUIET)   # checkpoint at 3
+    log_path = os.path.join(part, "losses.jsonl")
+    with open(log_path, "a") as f:                   # then iterations 3 and 4 logged, 5 torn
+        f.write(json.dumps({"iter": 3, "total": 1.0}) + "\n" + json.dumps({"iter": 4}) + "\n" + TORN)
+    said = []
+    train(tiny_config(), data, part, resume=True, checkpoint_every=100, progress=False,
+          log=said.append)
+    assert said[0] == (f"note: {log_path}: dropped 2 lines of iterations >= 3 and the torn last "
+                       "line 6 (a write cut short); they are recomputed from the checkpoint at "
+                       "iteration 3")
+    assert losses(part) == losses(full)
+
+
+def test_a_damaged_line_before_the_last_is_refused_naming_the_file_and_line(tmp_path, data):
+    train(tiny_config(iters=3), data, str(tmp_path), **QUIET)
+    log_path = tmp_path / "losses.jsonl"
+    lines = log_path.read_text().splitlines(keepends=True)
+    log_path.write_text(lines[0] + TORN + "\n" + lines[2])
+    message = rf"{log_path} line 2: damaged, not a loss record \('{{\"iter\": 5, .*\); repair or delete that line$"
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(), data, str(tmp_path), resume=True, **QUIET)
+    with pytest.raises(ValueError, match=message):
+        read_log(log_path)
+    log_path.write_text(lines[0] + lines[1] + TORN)
+    with pytest.raises(ValueError, match=rf"{log_path} line 3: damaged"):
+        read_log(log_path)                           # outside a resume, a torn end is named too
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+def test_a_full_disk_at_a_checkpoint_names_it_and_keeps_the_last_one(tmp_path, data, monkeypatch,
+                                                                      capsys):
+    real_savez, saves = np.savez, []
+
+    def savez(f, **arrays):
+        saves.append(int(arrays.get("iteration", -1)))      # -1: model.npz
+        if saves[-1] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(np, "savez", savez)
+    run_dir = tmp_path / "run"
+    code = main(train_command(run_dir, "--iters", "4", "--checkpoint-every", "1"))
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err == (f"error: cannot write {run_dir}/checkpoint.npz: No space left on device; "
+                   "the previous checkpoint.npz is untouched\n")
+    with np.load(run_dir / "checkpoint.npz") as f:
+        assert int(f["iteration"]) == 1                            # the last good one, whole
+    assert sorted(os.listdir(run_dir)) == ["checkpoint.npz", "losses.jsonl"]   # no .tmp, no lock

@@ -22,7 +22,7 @@ import os
 
 from ..model import FasterRCNN
 from ..npz import read_npz
-from ..train import CheckpointMismatch, config_differences, train
+from ..train import CheckpointMismatch, config_differences, run_folder_lock, train
 
 STEPS = ("step1", "step2", "step3", "step4")
 
@@ -43,7 +43,6 @@ def train_alternating(cfg, dataset, out_dir, step_iters=None, device="cpu", resu
     step_iters = [int(n) for n in step_iters]
     if len(step_iters) != 4:
         raise ValueError(f"step_iters: expected 4 numbers, got {step_iters}")
-    os.makedirs(out_dir, exist_ok=True)
     start = FasterRCNN(cfg) if start_model is None else start_model
 
     def run(step, model, parts, proposer=None):
@@ -71,27 +70,29 @@ def train_alternating(cfg, dataset, out_dir, step_iters=None, device="cpu", resu
                      device=device, resume=resuming, checkpoint_every=checkpoint_every,
                      progress=progress, model=model, log=log, parts=parts, proposer=proposer)
 
-    # Each step freezes what it does not train, so weight decay cannot touch it either.
-    # Step 1: the RPN alone, from the starting backbone.
-    rpn_model = copy.deepcopy(start)
-    rpn_model.head.freeze()
-    rpn_model = run("step1", rpn_model, ("rpn",))
-    # Step 2: a separate detector with its own copy of the starting backbone, trained on the
-    # step-1 RPN's proposals (the step-1 model only proposes: nothing of it is updated).
-    detector = copy.deepcopy(start)
-    detector.rpn.freeze()
-    detector = run("step2", detector, ("head",), proposer=rpn_model)
-    # Step 3: the detector's backbone, frozen, under the step-1 RPN layers; fine-tune the RPN.
-    shared = copy.deepcopy(rpn_model)
-    shared.backbone = copy.deepcopy(detector.backbone)
-    shared.backbone.freeze()
-    shared = run("step3", shared, ("rpn",))
-    # Step 4: the same frozen backbone and the step-3 RPN (now frozen too) with the step-2
-    # head; fine-tune the head on the step-3 RPN's proposals.
-    shared.head = copy.deepcopy(detector.head)
-    shared.head.unfreeze()
-    shared.rpn.freeze()
-    shared = run("step4", shared, ("head",))
-    shared.unfreeze()                        # a finished model is an ordinary model again
-    shared.save(os.path.join(out_dir, "model.npz"))
+    # One run per folder: out/model.npz is this run's (train() locks each step's folder too).
+    with run_folder_lock(out_dir, log):
+        # Each step freezes what it does not train, so weight decay cannot touch it either.
+        # Step 1: the RPN alone, from the starting backbone.
+        rpn_model = copy.deepcopy(start)
+        rpn_model.head.freeze()
+        rpn_model = run("step1", rpn_model, ("rpn",))
+        # Step 2: a separate detector with its own copy of the starting backbone, trained on the
+        # step-1 RPN's proposals (the step-1 model only proposes: nothing of it is updated).
+        detector = copy.deepcopy(start)
+        detector.rpn.freeze()
+        detector = run("step2", detector, ("head",), proposer=rpn_model)
+        # Step 3: the detector's backbone, frozen, under the step-1 RPN layers; fine-tune the RPN.
+        shared = copy.deepcopy(rpn_model)
+        shared.backbone = copy.deepcopy(detector.backbone)
+        shared.backbone.freeze()
+        shared = run("step3", shared, ("rpn",))
+        # Step 4: the same frozen backbone and the step-3 RPN (now frozen too) with the step-2
+        # head; fine-tune the head on the step-3 RPN's proposals.
+        shared.head = copy.deepcopy(detector.head)
+        shared.head.unfreeze()
+        shared.rpn.freeze()
+        shared = run("step4", shared, ("head",))
+        shared.unfreeze()                        # a finished model is an ordinary model again
+        shared.save(os.path.join(out_dir, "model.npz"))
     return shared
