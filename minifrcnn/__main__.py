@@ -99,7 +99,7 @@ def cmd_train(args):
     from .config import config_for_data
     from .data.voc import read_split_file
     from .paper.alternating import STEPS
-    from .train import train
+    from .train import run_folder_lock, train
     device = resolve_device(args.device)
     _check_output_folder(args.out, "--out")
     earlier = [f for f in RUN_FILES + STEPS if os.path.exists(os.path.join(args.out, f))]
@@ -126,41 +126,44 @@ def cmd_train(args):
     if args.max_size is not None and cfg.image_max_size < cfg.image_min_size:
         raise ValueError(f"--max-size {args.max_size}: at least the shorter side "
                          f"({cfg.image_min_size} px, --min-size or the data's)")
-    if args.overwrite and not args.resume:             # start again: the old run's files go
-        for f in RUN_FILES:
-            if os.path.exists(os.path.join(args.out, f)):
-                os.remove(os.path.join(args.out, f))
-        for step in STEPS:                                       # alternating training's steps
-            if os.path.isdir(os.path.join(args.out, step)):
-                shutil.rmtree(os.path.join(args.out, step))
-    schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
-                f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
-    print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
-          f"{schedule} of {cfg.images_per_batch} images, device {device}")
-    start_model = None
-    if args.backbone_weights:
-        from .backbones import load_backbone_weights
-        from .model import FasterRCNN
-        start_model = FasterRCNN(cfg)
-        load_backbone_weights(start_model.backbone, args.backbone_weights)
-    t0 = time.time()
-    if args.scheme == "alternating":
-        from .paper.alternating import train_alternating
-        model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
-                                  device=device, resume=args.resume,
-                                  checkpoint_every=args.checkpoint_every,
-                                  progress=not args.no_progress, start_model=start_model)
-    else:
-        model = train(cfg, samples, args.out, device=device, resume=args.resume,
-                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      model=start_model)
-    print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
-    if args.no_eval:
-        return
-    test, _ = load_split(args.dataset, args.data_dir, "test", args.data_seed,
-                         class_names=class_names if args.dataset == "voc" else None)
-    _evaluate_and_print(model, test, class_names, os.path.join(args.out, "eval.json"),
-                        os.path.join(args.out, "pr_curves.png"))
+    # One run per folder, from deleting an old run's files to the last file written; train()
+    # takes the same lock again (it is re-entrant), a second command refuses naming the holder.
+    with run_folder_lock(args.out):
+        if args.overwrite and not args.resume:             # start again: the old run's files go
+            for f in RUN_FILES:
+                if os.path.exists(os.path.join(args.out, f)):
+                    os.remove(os.path.join(args.out, f))
+            for step in STEPS:                                       # alternating training's steps
+                if os.path.isdir(os.path.join(args.out, step)):
+                    shutil.rmtree(os.path.join(args.out, step))
+        schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
+                    f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
+        print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
+              f"{schedule} of {cfg.images_per_batch} images, device {device}")
+        start_model = None
+        if args.backbone_weights:
+            from .backbones import load_backbone_weights
+            from .model import FasterRCNN
+            start_model = FasterRCNN(cfg)
+            load_backbone_weights(start_model.backbone, args.backbone_weights)
+        t0 = time.time()
+        if args.scheme == "alternating":
+            from .paper.alternating import train_alternating
+            model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
+                                      device=device, resume=args.resume,
+                                      checkpoint_every=args.checkpoint_every,
+                                      progress=not args.no_progress, start_model=start_model)
+        else:
+            model = train(cfg, samples, args.out, device=device, resume=args.resume,
+                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                          model=start_model)
+        print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
+        if args.no_eval:
+            return
+        test, _ = load_split(args.dataset, args.data_dir, "test", args.data_seed,
+                             class_names=class_names if args.dataset == "voc" else None)
+        _evaluate_and_print(model, test, class_names, os.path.join(args.out, "eval.json"),
+                            os.path.join(args.out, "pr_curves.png"))
 
 
 def cmd_pretrain(args):
@@ -358,8 +361,8 @@ def main(argv=None):
     keep_freed_memory()           # big freed arrays stay in malloc for reuse: see its docstring
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:        # train's TrainingInterrupted: 143 for SIGTERM
+        return getattr(e, "exit_code", 130)
     except (ValueError, OSError, DeviceError, TrainingDiverged) as e:   # OSError names its file
         if os.environ.get("MINIFRCNN_DEBUG"):
             raise
