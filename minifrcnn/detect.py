@@ -4,7 +4,7 @@
 """
 import os
 
-import numpy as np
+from .data.images import read_image     # the one image reader (the notebooks import it from here)
 
 
 def predict_dataset(model, samples, batch_size=8):
@@ -17,16 +17,6 @@ def predict_dataset(model, samples, batch_size=8):
     for start in range(0, len(samples), batch_size):
         dets.extend(model.predict([s["image"] for s in samples[start:start + batch_size]]))
     return dets
-
-
-def read_image(path):
-    """An image file as an HxWx3 uint8 RGB array; a clear ValueError naming the file otherwise."""
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"image {path}: cannot read it ({e})") from None
 
 
 def offscreen_figure(figsize):

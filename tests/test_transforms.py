@@ -4,7 +4,7 @@ import pytest
 
 from minifrcnn.config import Config
 from minifrcnn.data.transforms import (
-    boxes_to_original, check_image, denormalize, hflip, hflip_boxes, normalize, prepare_batch,
+    boxes_to_original, check_image, check_images, denormalize, hflip, hflip_boxes, normalize, prepare_batch,
     resize_boxes, resize_image, resize_scale, resized_shape, to_batch)
 
 
@@ -129,3 +129,15 @@ def test_check_image_names_the_image_and_the_minimum_size():
                        {"image": np.zeros((4, 40, 3), np.uint8), "id": "x7"}], cfg, train=False)
 
 
+
+
+def test_check_images_names_each_sample_by_its_file_else_its_id():
+    """The command line checks every image of every split with it, before the first iteration."""
+    cfg = Config.small()
+    good = {"image": np.zeros((32, 32, 3), np.uint8), "id": "ok"}
+    check_images([good] * 3, cfg)
+    tiny = np.zeros((6, 6, 3), np.uint8)
+    for sample, name in (({"image": tiny, "id": "t", "path": "J/t.png"}, "J/t.png"),
+                         ({"image": tiny, "id": "t"}, "t"), ({"image": tiny}, "1")):
+        with pytest.raises(ValueError, match=rf"^image {name}: 6x6 px is too small"):
+            check_images(iter([good, sample]), cfg)

@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 from minifrcnn.data.shapes import CLASS_NAMES, make_split, write_voc
-from minifrcnn.data.voc import DatasetError, VOCDataset
+from test_images import save_turned
+
+from minifrcnn.data.voc import DatasetError, VOCDataset, default_train_split, find_voc_root
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ def test_unreadable_image(tmp_path):
     with open(os.path.join(root, "JPEGImages", "bad.jpg"), "wb") as f:
         f.write(b"this is not a jpeg")
     ds = VOCDataset(root, "train")               # images are read lazily ...
-    with pytest.raises(DatasetError, match=r"'bad'.*cannot read image .*bad\.jpg"):
+    with pytest.raises(DatasetError, match=r"image id 'bad' \(.*bad\.jpg\): cannot read it"):
         ds[0]                                    # ... so the error comes here
 
 
@@ -199,8 +201,10 @@ def test_unknown_class_name(good_voc):
 def test_box_outside_the_image(tmp_path):
     root = make_voc(tmp_path, {"a": ([_obj("x", 1, 1, 5, 5), _obj("y", 0, 3, 9, 9)],
                                      (40, 30), True)})
-    # xmin = 0 means x1 = -1: one pixel left of the image
-    with pytest.raises(DatasetError, match=r"a\.xml: object 1 \(y\).*outside the 40x30 image"):
+    # xmin = 0 means x1 = -1: one pixel left of the image (0-based coordinates, say)
+    with pytest.raises(DatasetError, match=r"a\.xml: object 1 \(y\).*outside the 40x30 image"
+                       r".*1 <= xmin <= xmax <= 40.*correct this object in the xml, or .* "
+                       r"--clip-boxes \(clip_boxes=True in Python\)"):
         VOCDataset(root, "train")
 
 
@@ -230,3 +234,76 @@ def test_index_out_of_range(good_voc):
     assert ds[-1]["id"] == "b"
     with pytest.raises(IndexError):
         ds[2]
+
+
+def test_repeated_id_in_a_split_file(good_voc):
+    """A repeated id would weigh its image twice in training and count its objects twice."""
+    open(os.path.join(good_voc, "ImageSets", "Main", "train.txt"), "w").write("a\nb\na\n")
+    with pytest.raises(DatasetError, match=r"train\.txt lists the image id 'a' twice \(lines 1 and 3\)"):
+        VOCDataset(good_voc, "train")
+
+
+def test_the_id_names_the_image_not_the_filename_tag(tmp_path):
+    """An xml whose <filename> names another (existing) image is an error naming both."""
+    root = make_voc(tmp_path, {"a": ([_obj("x", 1, 1, 5, 5)], (40, 30), True),
+                               "b": ([_obj("x", 2, 2, 9, 9)], (40, 30), True)})
+    xml = os.path.join(root, "Annotations", "a.xml")
+    text = open(xml).read()
+    open(xml, "w").write(text.replace("<filename>a.jpg</filename>", "<filename>b.jpg</filename>"))
+    with pytest.raises(DatasetError, match=r"a\.xml: <filename> is 'b\.jpg' but the image id is 'a'"):
+        VOCDataset(root, "train")
+    # the same id with another extension, no extension, or a folder in front is the same image
+    for tag in ("a.png", "a", "C:\\labels\\a.jpg", "JPEGImages/a.jpg"):
+        open(xml, "w").write(text.replace("<filename>a.jpg</filename>", f"<filename>{tag}</filename>"))
+        assert VOCDataset(root, "train").image_path(0).endswith("a.jpg")
+
+
+def test_images_are_read_upright_and_16_bit_images_by_their_range(tmp_path):
+    """EXIF orientation 6 (a phone's portrait): boxes drawn on the upright 30x40 view fit it."""
+    root = make_voc(tmp_path, {"p": ([_obj("x", 1, 1, 30, 10)], (30, 40), False),
+                               "g": ([_obj("x", 1, 1, 5, 5)], (40, 30), False)})
+    stored = np.zeros((30, 40, 3), dtype=np.uint8)
+    stored[:, :10] = 255                     # stored left band = the upright view's top rows
+    save_turned(stored, os.path.join(root, "JPEGImages", "p.jpg"))
+    grey = np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) % 256
+    Image.fromarray(grey * 257).save(os.path.join(root, "JPEGImages", "g.png"))    # 16-bit
+    ds = VOCDataset(root, "train")
+    p = ds[0]
+    assert p["image"].shape == (40, 30, 3)
+    x1, y1, x2, y2 = p["boxes"][0].astype(int)
+    assert p["image"][y1:y2, x1:x2].mean() > 240            # the box sits on the white band
+    np.testing.assert_array_equal(ds[1]["image"][:, :, 2], grey)
+
+
+def test_exif_turned_image_with_the_stored_size_in_the_xml(tmp_path):
+    root = make_voc(tmp_path, {"p": ([_obj("x", 1, 1, 5, 5)], (40, 30), False)})
+    save_turned(np.zeros((30, 40, 3), np.uint8), os.path.join(root, "JPEGImages", "p.jpg"))
+    with pytest.raises(DatasetError, match=r"p\.xml: <size> says 40x30 but the image .* is 30x40 "
+                                           r"\(turned: the image's EXIF orientation is applied"):
+        VOCDataset(root, "train")[0]
+
+
+def test_samples_name_their_file_and_the_data_set_iterates(good_voc):
+    ds = VOCDataset(good_voc, "train")
+    assert [s["path"] for s in ds] == [os.path.join(good_voc, "JPEGImages", f"{i}.jpg")
+                                       for i in ("a", "b")]
+
+
+def test_default_train_split_is_trainval_when_there_is_one(good_voc):
+    assert default_train_split(good_voc) == "train"
+    open(os.path.join(good_voc, "ImageSets", "Main", "trainval.txt"), "w").write("a\n")
+    assert default_train_split(good_voc) == "trainval"
+
+
+def test_find_voc_root(tmp_path):
+    voc2007 = make_voc(tmp_path / "VOCdevkit" / "VOC2007", {"a": ([], (40, 30), True)})
+    assert find_voc_root(voc2007) == voc2007
+    assert find_voc_root(str(tmp_path / "VOCdevkit")) == voc2007             # VOC's own layout
+    os.rename(tmp_path / "VOCdevkit", tmp_path / "download")                 # VOC2007 alone in it
+    assert find_voc_root(str(tmp_path / "download")) == str(tmp_path / "download" / "VOC2007")
+    os.makedirs(tmp_path / "download" / "other")                             # no longer alone
+    with pytest.raises(DatasetError, match=r"--data-dir .*download: not a VOC folder .*; point "
+                                           r"--data-dir at .*download/VOC2007$"):
+        find_voc_root(str(tmp_path / "download"), "--data-dir")
+    with pytest.raises(DatasetError, match=r"root .*: not a VOC folder.*expected Annotations/"):
+        find_voc_root(str(tmp_path / "download" / "other"))

@@ -169,6 +169,18 @@ def check_image(image, cfg, name="image"):
     return scale
 
 
+def sample_name(sample, k):
+    """How an error names a sample: "image <its file>", else "image <its id>", else "image <k>"."""
+    return f"image {sample.get('path', sample.get('id', k))}"
+
+
+def check_images(samples, cfg):
+    """check_image on every sample (any iterable of sample dicts): the command line calls it on
+    every split a run will use, before the first iteration, so a bad image costs no training."""
+    for k, s in enumerate(samples):
+        check_image(np.asarray(s["image"]), cfg, sample_name(s, k))
+
+
 def prepare_batch(samples, cfg, rng=None, train=True):
     """Resize, (when training) randomly flip, and normalise samples into one padded batch.
 
@@ -181,7 +193,7 @@ def prepare_batch(samples, cfg, rng=None, train=True):
         batch = to_batch([x, ...])                      (N, 3, H, W), zero-padded bottom-right
 
     samples: dicts {"image" (H, W, 3) uint8, optional "boxes" (G, 4), "labels" (G,),
-    "difficult" (G,) bool, "id" (names the image in an error)}. When training, difficult
+    "difficult" (G,) bool, "id" or "path" (name the image in an error)}. When training, difficult
     objects are left out (they only matter for evaluation). rng: a numpy Generator, needed
     only when train and cfg.flip.
     Returns (images (N, 3, H, W) float32 NumPy, sizes [(h, w)], boxes [(G_i, 4) float32],
@@ -190,7 +202,7 @@ def prepare_batch(samples, cfg, rng=None, train=True):
     arrays, boxes_out, labels_out, scales = [], [], [], []
     for k, s in enumerate(samples):
         img = np.asarray(s["image"])
-        scale = check_image(img, cfg, f"image {s['id']}" if "id" in s else f"image {k}")
+        scale = check_image(img, cfg, sample_name(s, k))
         boxes = np.asarray(s.get("boxes", ()), dtype=np.float32).reshape(-1, 4)     # (G, 4)
         labels = np.asarray(s.get("labels", ()), dtype=np.int64).reshape(-1)        # (G,)
         if train and "difficult" in s:

@@ -8,6 +8,11 @@ A VOC folder (VOC2007, VOC2012, or anything a labelling tool exports as "Pascal 
                                        one a line (only the first word of a line is used)
     root/classes.txt                   optional, not VOC: the class names in label order
 
+The id in the split file names the image, as in the VOC devkit: Annotations/<id>.xml and
+JPEGImages/<id>.* (an xml whose <filename> names another image is an error). VOC's tar files
+unpack to VOCdevkit/VOC2007: ``find_voc_root`` takes such a VOCdevkit folder for its VOC2007.
+VOC2007's protocol trains on "trainval" and tests on "test" (``default_train_split``).
+
 The xml boxes are 1-based and inclusive (xmin = 1 is the first pixel column, xmax = W the
 last). In our convention (continuous pixel coordinates, no +1, width = x2 - x1)::
 
@@ -29,11 +34,13 @@ wrong). Training samples should leave them out, as py-faster-rcnn does:
 ``VOCDataset(..., keep_difficult=False)`` or ``dataset.get(i, keep_difficult=False)``.
 
 Bad input is a ``DatasetError`` (a ValueError) that names the file, the image id or the
-argument: a missing root or split file, an empty split, a missing or unreadable image, a
-malformed xml, an unknown class name, a box with x2 <= x1 or y2 <= y1, and a box outside
-the image. Boxes are not silently clamped: a box reaching past the image means the
-annotation and the image disagree, and you should know. ``clip_boxes=True`` clamps them
-instead (for exports from tools that round outwards by a pixel).
+argument: a missing root or split file, an empty split, an id listed twice, a missing or
+unreadable image (or one in a pixel format without a known range, see data/images.py), a
+malformed xml, a <filename> naming another image, an unknown class name, a box with
+x2 <= x1 or y2 <= y1, and a box outside the image. Boxes are not silently clamped: a box
+reaching past the image means the annotation and the image disagree (0-based coordinates,
+say), and you should know. ``clip_boxes=True`` (``--clip-boxes``) clamps them instead (for
+exports from tools that round outwards by a pixel).
 
     >>> ds = VOCDataset("data/shapes", "train")
     >>> len(ds), ds.class_names
@@ -46,7 +53,8 @@ import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
-from PIL import Image
+
+from .images import read_image
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -149,34 +157,43 @@ def check_boxes(boxes, height, width, where, names=None, clip=False):
 
     Errors (DatasetError naming `where` and the object): x2 <= x1 or y2 <= y1; a box
     outside [0, width] x [0, height] unless clip=True, which clamps it into the image
-    (and still rejects a box left empty by the clamp).
+    (and still rejects a box left empty by the clamp). The command line's --clip-boxes
+    passes clip=True.
     """
+    def label(j):
+        return f"object {j}" + (f" ({names[j]})" if names is not None else "")
+
     boxes = boxes.copy()
     for j, (x1, y1, x2, y2) in enumerate(boxes):
-        label = f"object {j}" + (f" ({names[j]})" if names is not None else "")
         if x2 <= x1 or y2 <= y1:
             raise DatasetError(
-                f"{where}: {label} has an empty box (VOC xmin={x1 + 1:g} ymin={y1 + 1:g} "
+                f"{where}: {label(j)} has an empty box (VOC xmin={x1 + 1:g} ymin={y1 + 1:g} "
                 f"xmax={x2:g} ymax={y2:g}): expected xmin <= xmax and ymin <= ymax")
         outside = x1 < 0 or y1 < 0 or x2 > width or y2 > height
         if outside and not clip:
             raise DatasetError(
-                f"{where}: {label} box (VOC xmin={x1 + 1:g} ymin={y1 + 1:g} xmax={x2:g} "
-                f"ymax={y2:g}) lies outside the {width}x{height} image "
-                "(VOC boxes are 1-based: 1 <= xmin <= xmax <= width); "
-                "pass clip_boxes=True to clamp such boxes")
+                f"{where}: {label(j)} box (VOC xmin={x1 + 1:g} ymin={y1 + 1:g} xmax={x2:g} "
+                f"ymax={y2:g}) lies outside the {width}x{height} image (VOC boxes are "
+                f"1-based: 1 <= xmin <= xmax <= {width}, 1 <= ymin <= ymax <= {height}); "
+                "correct this object in the xml, or clamp such boxes into the image with "
+                "--clip-boxes (clip_boxes=True in Python)")
     if clip:
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)     # (G, 2)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)    # (G, 2)
         empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
         if empty.any():
             j = int(np.flatnonzero(empty)[0])
-            raise DatasetError(f"{where}: object {j} lies entirely outside the image")
+            raise DatasetError(f"{where}: {label(j)} lies entirely outside the "
+                               f"{width}x{height} image")
     return boxes
 
 
 def read_split_file(root, split):
-    """The ids listed in root/ImageSets/Main/<split>.txt (first word of each non-blank line)."""
+    """The ids listed in root/ImageSets/Main/<split>.txt (first word of each non-blank line).
+
+    An id listed twice is an error naming it: the image would weigh twice in training and its
+    objects would count twice in the evaluation.
+    """
     path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(path):
         available = []
@@ -186,11 +203,54 @@ def read_split_file(root, split):
                                if f.endswith(".txt") and "_" not in f)
         hint = f" (splits there: {', '.join(available)})" if available else ""
         raise DatasetError(f"split {split!r}: no split file {path}{hint}")
+    first_line = {}                                              # id -> its line number
     with open(path) as f:
-        ids = [line.split()[0] for line in f if line.strip()]
-    if not ids:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            image_id = line.split()[0]
+            if image_id in first_line:
+                raise DatasetError(
+                    f"split {split!r}: the split file {path} lists the image id {image_id!r} "
+                    f"twice (lines {first_line[image_id]} and {number}); list each image once")
+            first_line[image_id] = number
+    if not first_line:
         raise DatasetError(f"split {split!r}: the split file {path} lists no image")
-    return ids
+    return list(first_line)
+
+
+def default_train_split(root):
+    """The training split a VOC user expects: "trainval" when root has trainval.txt (VOC2007's
+    protocol: train on trainval, test on test), else "train"."""
+    has_trainval = os.path.isfile(os.path.join(root, "ImageSets", "Main", "trainval.txt"))
+    return "trainval" if has_trainval else "train"
+
+
+def is_voc_folder(path):
+    """True when path holds Annotations/ or ImageSets/Main/ (what every VOC folder has)."""
+    return any(os.path.isdir(os.path.join(path, d))
+               for d in ("Annotations", os.path.join("ImageSets", "Main")))
+
+
+def find_voc_root(path, name="root"):
+    """The VOC folder to read for `path`: path itself when it is one; path/VOC2007 when path is
+    a VOCdevkit folder (what VOC's tar files unpack) or VOC2007 is the only folder in it.
+    Otherwise a DatasetError naming `name` and the VOC folders found one or two levels down.
+    """
+    if is_voc_folder(path):
+        return path
+    voc2007 = os.path.join(path, "VOC2007")
+    inside = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if is_voc_folder(voc2007) and (os.path.basename(os.path.abspath(path)) == "VOCdevkit"
+                                   or inside == ["VOC2007"]):
+        return voc2007
+    below = [os.path.join(path, d) for d in inside]
+    below += [os.path.join(d, e) for d in below for e in sorted(os.listdir(d))]
+    found = [d for d in below if os.path.isdir(d) and is_voc_folder(d)]
+    where = (f"point {name} at {' or '.join(found)}" if found else
+             "expected Annotations/, JPEGImages/ and ImageSets/Main/ in it")
+    raise DatasetError(f"{name} {path}: not a VOC folder (no Annotations/ or ImageSets/Main/); "
+                       f"{where}")
 
 
 class VOCDataset:
@@ -210,11 +270,13 @@ class VOCDataset:
     images are read lazily by __getitem__.
 
     A sample:
-        "image"     (H, W, 3) uint8 RGB (grey or RGBA images are converted)
+        "image"     (H, W, 3) uint8 RGB, upright (data.images.read_image: EXIF orientation
+                    applied; grey, palette, 16-bit, transparent images converted)
         "boxes"     (G, 4) float32 x1, y1, x2, y2, our convention (no +1)
         "labels"    (G,) int64 in 1..K
         "difficult" (G,) bool
         "id"        the image id (str)
+        "path"      the image file (errors name it)
     """
 
     def __init__(self, root, split, class_names=None, keep_difficult=True,
@@ -262,11 +324,21 @@ class VOCDataset:
         return rec
 
     def _find_image(self, image_id, filename, xml_path):
-        """JPEGImages/<filename from the xml>, else JPEGImages/<id> + a known extension."""
+        """JPEGImages/<filename from the xml>, else JPEGImages/<id> + a known extension.
+
+        The id from the split file names the image, as in the VOC devkit: an xml whose
+        <filename> names another image is an error naming both (never boxes on the wrong image).
+        """
         folder = os.path.join(self.root, "JPEGImages")
         tried = []
         if filename:
-            tried.append(os.path.join(folder, os.path.basename(filename)))
+            base = os.path.basename(filename.replace("\\", "/"))     # a Windows path too
+            if image_id not in (base, os.path.splitext(base)[0]):
+                raise DatasetError(
+                    f"{xml_path}: <filename> is {filename!r} but the image id is {image_id!r} "
+                    f"(the split file's id names the image, JPEGImages/{image_id}.*); correct "
+                    "<filename> or the id")
+            tried.append(os.path.join(folder, base))
         tried += [os.path.join(folder, image_id + ext) for ext in IMAGE_EXTENSIONS]
         for path in tried:
             if os.path.isfile(path):
@@ -315,15 +387,16 @@ class VOCDataset:
             return self._cache[rec["id"]]
         path = rec["image_path"]
         try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"), dtype=np.uint8)   # (H, W, 3)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DatasetError(f"image id {rec['id']!r}: cannot read image {path} ({e})") from None
+            image = read_image(path, f"image id {rec['id']!r} ({path})")   # (H, W, 3) uint8
+        except ValueError as e:
+            raise DatasetError(str(e)) from None
         h, w = image.shape[:2]
         if rec["size"] is not None and rec["size"] != (h, w):
+            turned = (" (turned: the image's EXIF orientation is applied, as viewers do; the "
+                      "boxes must be drawn on the upright view)" if rec["size"] == (w, h) else "")
             raise DatasetError(
                 f"{rec['xml']}: <size> says {rec['size'][1]}x{rec['size'][0]} but the image "
-                f"{path} is {w}x{h}")
+                f"{path} is {w}x{h}{turned}")
         if not rec["checked"]:
             rec["boxes"] = check_boxes(rec["boxes"], h, w, rec["xml"], rec["names"],
                                        clip=self.clip_boxes)
@@ -349,10 +422,15 @@ class VOCDataset:
             "labels": rec["labels"][keep].copy(),                    # (G,)
             "difficult": rec["difficult"][keep].copy(),              # (G,)
             "id": rec["id"],
+            "path": rec["image_path"],
         }
 
     def __getitem__(self, i):
         return self.get(i)
+
+    def __iter__(self):
+        """The samples in order, each image read when its turn comes (none kept unless cached)."""
+        return (self.get(i) for i in range(len(self)))
 
     def annotation(self, i, keep_difficult=None):
         """Sample i without reading the image: {"boxes", "labels", "difficult", "id"}.
