@@ -12,6 +12,7 @@ file, image or argument, and exit code 2; never a traceback.
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -25,32 +26,66 @@ SHAPES_TEST_IMAGES = 300
 
 
 # --- data sets --------------------------------------------------------------------------------
-def load_split(dataset, data_dir, split, data_seed=0, num_images=None, class_names=None):
-    """(samples, class_names) for a split of `dataset` ("shapes" or "voc").
+def data_root(dataset, data_dir):
+    """The VOC folder that --data-dir names (or the VOC2007 of a VOCdevkit folder it names);
+    None for --dataset shapes without --data-dir: the shapes data made on the fly.
 
-    shapes: made on the fly from data_seed (the same data every time), or read from data_dir
-    when one is given (a VOC folder written by make-shapes). voc: data_dir is required.
-    A data_dir that is missing, or lacks the split, is an error (never a silent fallback).
+    Whatever --dataset says, a --data-dir is read (never a silent fallback to other data).
     """
-    from .data import shapes
-    from .data.voc import VOCDataset
+    from .data.voc import find_voc_root
     if dataset == "shapes" and not data_dir:
-        if num_images is None:
-            num_images = SHAPES_TRAIN_IMAGES if split == "train" else SHAPES_TEST_IMAGES
-        return shapes.make_split(split, num_images, seed=data_seed), tuple(shapes.CLASS_NAMES)
-    _check_data_dir(dataset, data_dir)
-    ds = VOCDataset(data_dir, split, class_names=class_names)
-    samples = [ds[i] for i in range(len(ds))]
-    if num_images is not None:
-        samples = samples[:num_images]
-    return samples, tuple(ds.class_names)
-
-
-def _check_data_dir(dataset, data_dir):
+        return None
     if not data_dir:
         raise ValueError(f"--data-dir: required for --dataset {dataset}")
     if not os.path.isdir(data_dir):
         raise ValueError(f"--data-dir {data_dir}: no such folder")
+    return find_voc_root(data_dir, "--data-dir")
+
+
+def split_names(root, train_split=None, test_split=None):
+    """(training split, test split): the ones given, else VOC2007's protocol, "trainval" (or
+    "train" where the folder has no trainval.txt) and "test". The shapes data made on the fly
+    (root None) has the splits "train" and "test" only."""
+    from .data.voc import default_train_split
+    if root is None:
+        if train_split or test_split:
+            raise ValueError("--train-split, --test-split: only with --data-dir (the shapes "
+                             "data made on the fly has the splits train and test)")
+        return "train", "test"
+    return train_split or default_train_split(root), test_split or "test"
+
+
+def open_split(root, split, class_names=None, clip_boxes=False, data_seed=0, num_images=None):
+    """(samples, class_names) of one split, its annotations checked.
+
+    root None: the shapes data made from data_seed, the same every time (a list of
+    num_images samples, by default 2000 for "train" and 300 otherwise). Otherwise a VOCDataset
+    of the VOC folder root, which reads an image when it is indexed. class_names: those of
+    the training split, so that label k means the same class in every split (a class the
+    training split does not have is an error naming the xml).
+    """
+    from .data import shapes
+    from .data.voc import VOCDataset
+    if root is None:
+        if num_images is None:
+            num_images = SHAPES_TRAIN_IMAGES if split == "train" else SHAPES_TEST_IMAGES
+        return shapes.make_split(split, num_images, seed=data_seed), tuple(shapes.CLASS_NAMES)
+    ds = VOCDataset(root, split, class_names=class_names, clip_boxes=clip_boxes)
+    return ds, tuple(ds.class_names)
+
+
+def read_samples(split, num_images=None):
+    """The first num_images samples (all when None) of an open split, as a list: images read."""
+    n = len(split) if num_images is None else min(num_images, len(split))
+    return [split[i] for i in range(n)]
+
+
+def load_split(dataset, data_dir, split, data_seed=0, num_images=None, class_names=None,
+               clip_boxes=False):
+    """(samples, class_names) of one split of --dataset / --data-dir, every image read."""
+    samples, class_names = open_split(data_root(dataset, data_dir), split, class_names,
+                                      clip_boxes, data_seed, num_images)
+    return read_samples(samples, num_images), class_names
 
 
 # --- argument checks ----------------------------------------------------------------------------
@@ -62,6 +97,17 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a number from 0 to 1 (NaN is refused: no score compares with it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
     return value
 
 
@@ -84,20 +130,43 @@ def _check_output_folder(path, flag):
         raise ValueError(f"{flag} {path}: is a file, expected a folder")
 
 
-RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl")   # what a training run leaves
+RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl", "loss_curve.png", "eval.json",
+             "pr_curves.png")                                   # what a training run leaves
 
 
 # --- commands ---------------------------------------------------------------------------------
 def cmd_make_shapes(args):
     from .data import shapes
+    _check_output_folder(args.out, "--out")
+    held = sorted(os.listdir(args.out)) if os.path.isdir(args.out) else []
+    if held and not args.overwrite:
+        raise ValueError(f"--out {args.out}: is not empty ({', '.join(held[:4])}"
+                         f"{', ...' if len(held) > 4 else ''}); choose a new or empty folder, or "
+                         "--overwrite to write into it (its split files and classes.txt are "
+                         "replaced)")
     for split, n in (("train", args.train_images), ("test", args.test_images)):
         shapes.write_voc(shapes.make_split(split, n, seed=args.data_seed), args.out, split)
     print(f"wrote {args.train_images} train and {args.test_images} test images to {args.out}")
 
 
+def open_run_splits(args):
+    """What `train` reads: (training samples, the test split (None with --no-eval), the class
+    names, the data's description). The splits are split_names' (--train-split, --test-split);
+    the test split is numbered by the training split's classes; every annotation is checked."""
+    root = data_root(args.dataset, args.data_dir)
+    train_split, test_split = split_names(root, args.train_split, args.test_split)
+    train_set, class_names = open_split(root, train_split, None, args.clip_boxes, args.data_seed,
+                                        args.train_images)
+    test_set = None if args.no_eval else open_split(root, test_split, class_names,
+                                                    args.clip_boxes, args.data_seed)[0]
+    source = (f"{args.dataset} images" if root is None else f"images of split {train_split!r} "
+              f"of {root}" + ("" if args.no_eval else f" (test split {test_split!r})"))
+    return read_samples(train_set, args.train_images), test_set, class_names, source
+
+
 def cmd_train(args):
     from .config import config_for_data
-    from .data.voc import read_split_file
+    from .data.transforms import check_images
     from .paper.alternating import STEPS
     from .train import run_folder_lock, train
     device = resolve_device(args.device)
@@ -107,12 +176,7 @@ def cmd_train(args):
         raise ValueError(f"--out {args.out}: already holds a training run ({', '.join(earlier)}); "
                          "continue it with --resume, start it again with --overwrite, or "
                          "choose another folder")
-    if args.data_dir or args.dataset == "voc":       # both splits exist, before any training
-        _check_data_dir(args.dataset, args.data_dir)
-        for split in ("train",) + (() if args.no_eval else ("test",)):
-            read_split_file(args.data_dir, split)      # a DatasetError naming the split file
-    samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
-                                      args.train_images)
+    samples, test_set, class_names, source = open_run_splits(args)
     if not samples:
         raise ValueError(f"training split of {args.data_dir or args.dataset} is empty")
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
@@ -126,6 +190,8 @@ def cmd_train(args):
     if args.max_size is not None and cfg.image_max_size < cfg.image_min_size:
         raise ValueError(f"--max-size {args.max_size}: at least the shorter side "
                          f"({cfg.image_min_size} px, --min-size or the data's)")
+    check_images(samples, cfg)        # every image of every split the run uses is readable and
+    check_images(test_set or (), cfg)     # big enough for the backbone, before any training
     # One run per folder, from deleting an old run's files to the last file written; train()
     # takes the same lock again (it is re-entrant), a second command refuses naming the holder.
     with run_folder_lock(args.out):
@@ -138,7 +204,7 @@ def cmd_train(args):
                     shutil.rmtree(os.path.join(args.out, step))
         schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
                     f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
-        print(f"training on {len(samples)} {args.dataset} images, {cfg.num_classes} classes, "
+        print(f"training on {len(samples)} {source}, {cfg.num_classes} classes, "
               f"{schedule} of {cfg.images_per_batch} images, device {device}")
         start_model = None
         if args.backbone_weights:
@@ -160,9 +226,7 @@ def cmd_train(args):
         print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
         if args.no_eval:
             return
-        test, _ = load_split(args.dataset, args.data_dir, "test", args.data_seed,
-                             class_names=class_names if args.dataset == "voc" else None)
-        _evaluate_and_print(model, test, class_names, os.path.join(args.out, "eval.json"),
+        _evaluate_and_print(model, read_samples(test_set), class_names, os.path.join(args.out, "eval.json"),
                             os.path.join(args.out, "pr_curves.png"))
 
 
@@ -171,8 +235,9 @@ def cmd_pretrain(args):
     from .paper.pretrain import pretrain_backbone
     device = resolve_device(args.device)
     _check_output_file(args.out, "--out")
-    samples, class_names = load_split(args.dataset, args.data_dir, "train", args.data_seed,
-                                      args.train_images)
+    split = split_names(data_root(args.dataset, args.data_dir), args.train_split)[0]
+    samples, class_names = load_split(args.dataset, args.data_dir, split, args.data_seed,
+                                      args.train_images, clip_boxes=args.clip_boxes)
     cfg = config_for_data(samples, class_names, seed=args.seed, backbone=args.backbone)
     pretrain_backbone(cfg, samples, args.out, iters=args.iters, device=device)
 
@@ -196,19 +261,18 @@ def cmd_evaluate(args):
     device = resolve_device(args.device)
     _check_output_file(args.json, "--json")
     _check_output_file(args.pr_curves, "--pr-curves", FigureCanvasBase.get_supported_filetypes())
-    if args.dataset == "voc" or args.data_dir:
-        _check_data_dir(args.dataset, args.data_dir)
+    root = data_root(args.dataset, args.data_dir)
     model = FasterRCNN.load(args.checkpoint, device=device)
     trained = tuple(model.cfg.class_names)
-    if args.dataset == "voc":
+    if root is not None:
         # The data's own names first, so a checkpoint for other classes is named as such.
-        from .data.voc import VOCDataset
-        data_names = VOCDataset(args.data_dir, args.split).class_names
+        data_names = open_split(root, args.split, clip_boxes=args.clip_boxes)[1]
         if not set(data_names) <= set(trained):
             raise ValueError(f"--checkpoint {args.checkpoint}: trained for classes {list(trained)}, "
-                             f"but {args.data_dir} has {sorted(set(data_names) - set(trained))}")
+                             f"but {root} has {sorted(set(data_names) - set(trained))}")
     samples, class_names = load_split(args.dataset, args.data_dir, args.split, args.data_seed,
-                                      class_names=trained if args.dataset == "voc" else None)
+                                      class_names=trained if root else None,
+                                      clip_boxes=args.clip_boxes)
     if tuple(class_names) != trained:
         raise ValueError(f"--checkpoint {args.checkpoint}: trained for classes {list(trained)}, "
                          f"but the data has {list(class_names)}")
@@ -266,6 +330,16 @@ def cmd_bench(args):
 
 
 # --- argument parsing -------------------------------------------------------------------------
+def add_data_arguments(s):
+    """The flags that choose the data (train, pretrain, evaluate)."""
+    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
+    s.add_argument("--data-dir", help="a VOC folder, or a VOCdevkit folder holding VOC2007 "
+                                      "(required for voc; for shapes: instead of making the data)")
+    s.add_argument("--data-seed", type=int, default=0, help="seed of the generated shapes data")
+    s.add_argument("--clip-boxes", action="store_true",
+                   help="clamp boxes reaching past their image into it (default: an error)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minifrcnn", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -275,11 +349,15 @@ def build_parser():
     s.add_argument("--train-images", type=positive_int, default=SHAPES_TRAIN_IMAGES)
     s.add_argument("--test-images", type=positive_int, default=SHAPES_TEST_IMAGES)
     s.add_argument("--data-seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not empty (its split files are replaced)")
     s.set_defaults(func=cmd_make_shapes)
 
     s = sub.add_parser("train", help="approximate joint training, then test mAP")
-    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
-    s.add_argument("--data-dir", help="VOC folder (required for voc; optional for shapes)")
+    add_data_arguments(s)
+    s.add_argument("--train-split", help="default: trainval if the VOC folder has "
+                                         "ImageSets/Main/trainval.txt, else train")
+    s.add_argument("--test-split", help="default: test")
     s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.npz")
     s.add_argument("--iters", type=positive_int, help="iterations (default: the config's)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: $MINIFRCNN_DEVICE or cpu")
@@ -288,7 +366,6 @@ def build_parser():
     s.add_argument("--step-iters", type=positive_int, nargs=4, metavar="N",
                    help="alternating: iterations of steps 1-4 (default: --iters split 2:1:2:1)")
     s.add_argument("--seed", type=int, default=0, help="seed of the weights and sampling")
-    s.add_argument("--data-seed", type=int, default=0, help="seed of the generated shapes data")
     s.add_argument("--train-images", type=positive_int, help="use only the first N training images")
     s.add_argument("--min-size", type=positive_int, help="shorter image side (default: from the data)")
     s.add_argument("--max-size", type=positive_int, help="longest image side cap")
@@ -302,13 +379,12 @@ def build_parser():
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("pretrain", help="train the backbone as a classifier on object crops")
-    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
-    s.add_argument("--data-dir")
+    add_data_arguments(s)
+    s.add_argument("--train-split", help="default: as train's")
     s.add_argument("--out", required=True, help="npz file for the backbone weights")
     s.add_argument("--backbone", default="small", choices=["tiny", "small", "zf", "vgg16"])
     s.add_argument("--iters", type=positive_int, default=1000)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--data-seed", type=int, default=0)
     s.add_argument("--train-images", type=positive_int)
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_pretrain)
@@ -328,10 +404,8 @@ def build_parser():
 
     s = sub.add_parser("evaluate", help="VOC and COCO mAP of a checkpoint on a split")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("--dataset", choices=["shapes", "voc"], default="shapes")
-    s.add_argument("--data-dir")
+    add_data_arguments(s)
     s.add_argument("--split", default="test")
-    s.add_argument("--data-seed", type=int, default=0)
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.add_argument("--json", help="write the results as JSON here")
     s.add_argument("--pr-curves", help="write precision-recall curves as a PNG here")
@@ -342,7 +416,7 @@ def build_parser():
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--out", required=True, help="folder for the images with boxes drawn")
     s.add_argument("--device", choices=["cpu", "cuda"])
-    s.add_argument("--score-threshold", type=float, default=0.5,
+    s.add_argument("--score-threshold", type=fraction, default=0.5,
                    help="draw detections scoring at least this")
     s.set_defaults(func=cmd_detect)
 

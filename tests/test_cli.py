@@ -245,3 +245,174 @@ def test_eval_json_is_strict_json(capsys, checkpoint, tmp_path):
         s["boxes"], s["labels"] = s["boxes"][:0], s["labels"][:0]
     _evaluate_and_print(FasterRCNN.load(checkpoint), samples, shapes.CLASS_NAMES, str(out_json))
     assert json.loads(out_json.read_text())["map"] is None
+
+
+# --- users' own data (issue 16): every split checked before training, nothing silently wrong ---
+TRAIN = ("--iters", "1", "--no-progress")
+
+
+def voc_folder(root, train=6, test=4, train_without=None, test_without=None, classes_txt=True):
+    """A VOC folder of 64 px shapes images; *_without: a class name no object of that split has."""
+    def split(name, n, without):
+        samples = shapes.make_split(name, n, size=64)
+        for s in samples:
+            keep = np.array([shapes.CLASS_NAMES[k - 1] != without for k in s["labels"]], dtype=bool)
+            s["boxes"], s["labels"], s["difficult"] = s["boxes"][keep], s["labels"][keep], None
+        shapes.write_voc(samples, str(root), name)
+    split("train", train, train_without)
+    split("test", test, test_without)
+    if not classes_txt:
+        os.remove(os.path.join(root, "classes.txt"))
+    return str(root)
+
+
+def split_ids(root, split):
+    return open(os.path.join(root, "ImageSets", "Main", f"{split}.txt")).read().split()
+
+
+def edit_xml(root, image_id, pattern, new):
+    """Replace the first match of the regular expression `pattern` in Annotations/<id>.xml."""
+    import re
+    path = os.path.join(root, "Annotations", f"{image_id}.xml")
+    text, n = re.subn(pattern, new, open(path).read(), count=1, flags=re.S)
+    assert n == 1, pattern
+    open(path, "w").write(text)
+
+
+def nothing_trained(run_dir):
+    return not any(os.path.exists(os.path.join(run_dir, f)) for f in ("losses.jsonl", "model.npz"))
+
+
+def test_the_test_split_is_numbered_by_the_training_classes(capsys, tmp_path):
+    """No classes.txt and no --dataset voc, a test split without stars: label k of the test split
+    is still the training split's class k, in train and in evaluate."""
+    root = voc_folder(tmp_path / "voc", train=12, test_without="star", classes_txt=False)
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(run_dir), *TRAIN)
+    assert code == 0, err
+    ap = json.load(open(run_dir / "eval.json"))["ap"]
+    assert ap["star"] is None and ap["triangle"] is not None      # no star in the test split
+    code, _, err = run(capsys, "evaluate", "--checkpoint", str(run_dir / "model.npz"),
+                       "--data-dir", root, "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    assert json.load(open(tmp_path / "e.json"))["ap"] == ap
+
+
+def test_problems_in_the_test_split_stop_the_run_before_training(capsys, tmp_path):
+    root = voc_folder(tmp_path / "stars", test=6, train_without="star", classes_txt=False)
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r1"),
+                        *TRAIN)[::2], "Annotations", "unknown class name 'star'")
+    assert nothing_trained(tmp_path / "r1")
+    root = voc_folder(tmp_path / "unreadable")
+    first = split_ids(root, "test")[0]
+    open(os.path.join(root, "JPEGImages", f"{first}.png"), "wb").write(b"not a png")
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r2"),
+                        *TRAIN)[::2], f"{first}.png", "cannot read it")
+    assert nothing_trained(tmp_path / "r2")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_images_too_small_for_the_backbone_are_named_before_training(capsys, tmp_path, split):
+    from PIL import Image
+    root = voc_folder(tmp_path / "voc")
+    tiny = split_ids(root, split)[-1]                  # not the first batch's
+    Image.new("RGB", (6, 6)).save(os.path.join(root, "JPEGImages", f"{tiny}.png"))
+    edit_xml(root, tiny, r"<width>64</width>\s*<height>64</height>", "<width>6</width><height>6</height>")
+    edit_xml(root, tiny, r"<object>.*</object>", "")                 # its objects go
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r"),
+                        *TRAIN)[::2], f"{tiny}.png", "6x6 px is too small", "at least 8 px")
+    assert nothing_trained(tmp_path / "r")
+
+
+def test_clip_boxes_flag_for_boxes_past_the_image(capsys, tmp_path):
+    root = voc_folder(tmp_path / "voc")
+    image_id = next(i for i in split_ids(root, "train")
+                    if "<object>" in open(os.path.join(root, "Annotations", f"{i}.xml")).read())
+    edit_xml(root, image_id, r"<xmax>\d+</xmax>", "<xmax>70</xmax>")        # past the 64 px image
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r"),
+                        *TRAIN)[::2], f"{image_id}.xml", "object 0", "correct this object in the xml",
+                   "--clip-boxes")
+    code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r"),
+                       "--clip-boxes", "--no-eval", *TRAIN)
+    assert code == 0, err
+    model = str(tmp_path / "r" / "model.npz")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", model, "--data-dir", root,
+                        "--split", "train")[::2], f"{image_id}.xml", "--clip-boxes")
+    code, _, err = run(capsys, "evaluate", "--checkpoint", model, "--data-dir", root,
+                       "--split", "train", "--clip-boxes")
+    assert code == 0, err
+
+
+def test_overwrite_removes_the_old_evaluation_and_curves(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for f in ("eval.json", "pr_curves.png", "loss_curve.png"):
+        (run_dir / f).write_text("an earlier run's")
+    one_line_error(*run(capsys, "train", "--out", str(run_dir), "--no-eval", "--train-images", "2",
+                        *TRAIN)[::2], "already holds a training run", "eval.json")
+    code, _, err = run(capsys, "train", "--out", str(run_dir), "--overwrite", "--no-eval",
+                       "--train-images", "2", *TRAIN)
+    assert code == 0, err
+    assert not (run_dir / "eval.json").exists() and not (run_dir / "pr_curves.png").exists()
+    assert (run_dir / "loss_curve.png").read_bytes().startswith(b"\x89PNG")      # the new one
+
+
+def test_score_threshold_is_a_number_from_0_to_1(capsys, checkpoint, tmp_path):
+    for value in ("nan", "-0.1", "1.5", "half", "inf"):
+        with pytest.raises(SystemExit) as e:
+            main(["detect", "--checkpoint", checkpoint, "a.png", "--out", str(tmp_path),
+                  "--score-threshold", value])
+        assert e.value.code == 2
+        assert f"--score-threshold: expected a number from 0 to 1, got '{value}'" in capsys.readouterr().err
+
+
+def test_a_repeated_id_in_a_split_file_is_refused(capsys, tmp_path):
+    root = voc_folder(tmp_path / "voc")
+    first = split_ids(root, "train")[0]
+    with open(os.path.join(root, "ImageSets", "Main", "train.txt"), "a") as f:
+        f.write(first + "\n")
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r"),
+                        *TRAIN)[::2], "train.txt", f"image id '{first}' twice", "lines 1 and 7")
+    assert nothing_trained(tmp_path / "r")
+
+
+def test_make_shapes_refuses_a_folder_that_is_not_empty(capsys, tmp_path):
+    out = tmp_path / "shapes"
+    train_txt = out / "ImageSets" / "Main" / "train.txt"
+    small = ("--train-images", "4", "--test-images", "2")
+    assert run(capsys, "make-shapes", "--out", str(out), *small)[0] == 0
+    before = train_txt.read_text()
+    one_line_error(*run(capsys, "make-shapes", "--out", str(out), "--train-images", "3",
+                        "--test-images", "2")[::2], "--out", "is not empty", "--overwrite")
+    assert train_txt.read_text() == before
+    code, _, err = run(capsys, "make-shapes", "--out", str(out), "--train-images", "3",
+                       "--test-images", "2", "--overwrite")
+    assert code == 0, err
+    assert len(train_txt.read_text().split()) == 3
+
+
+def test_voc_protocol_splits_and_a_vocdevkit_folder(capsys, tmp_path):
+    devkit = tmp_path / "VOCdevkit"
+    root = voc_folder(devkit / "VOC2007")
+    main_dir = os.path.join(root, "ImageSets", "Main")
+    os.rename(os.path.join(main_dir, "train.txt"), os.path.join(main_dir, "trainval.txt"))
+    run_dir = str(tmp_path / "run")
+    code, out, err = run(capsys, "train", "--data-dir", str(devkit), "--out", run_dir, *TRAIN)
+    assert code == 0, err
+    assert f"images of split 'trainval' of {root} (test split 'test')" in out
+    open(os.path.join(main_dir, "val.txt"), "w").write("".join(
+        i + "\n" for i in split_ids(root, "test")[:2]))
+    code, out, err = run(capsys, "train", "--data-dir", root, "--train-split", "val",
+                         "--test-split", "val", "--out", run_dir, "--overwrite", *TRAIN)
+    assert code == 0, err
+    assert "training on 2 images of split 'val'" in out
+    assert json.load(open(os.path.join(run_dir, "eval.json")))["num_images"] == 2
+    code, _, err = run(capsys, "evaluate", "--checkpoint", os.path.join(run_dir, "model.npz"),
+                       "--data-dir", str(devkit), "--split", "test", "--json", str(tmp_path / "e.json"))
+    assert code == 0, err
+    assert json.load(open(tmp_path / "e.json"))["num_images"] == 4
+    one_line_error(*run(capsys, "train", "--data-dir", str(tmp_path), "--out", run_dir + "2",
+                        *TRAIN)[::2], f"--data-dir {tmp_path}: not a VOC folder",
+                   f"point --data-dir at {root}")
+    one_line_error(*run(capsys, "train", "--out", run_dir + "2", "--train-split", "trainval",
+                        *TRAIN)[::2], "--train-split", "only with --data-dir")
