@@ -380,7 +380,7 @@ def _truncate_log(log_path, iteration, log=print):
     if torn is not None:
         dropped.append(f"the torn last line {torn[0]} (a write cut short)")
     if dropped:
-        log(f"note: {log_path}: dropped {' and '.join(dropped)}; they are recomputed from the "
+        log(f"note: {log_path}: dropped {' and '.join(dropped)}; training goes on from the "
             f"checkpoint at iteration {iteration}")
     with open(log_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)

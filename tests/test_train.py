@@ -315,7 +315,7 @@ def test_resume_drops_a_torn_last_line_and_the_lines_past_the_checkpoint(tmp_pat
     train(tiny_config(), data, part, resume=True, checkpoint_every=100, progress=False,
           log=said.append)
     assert said[0] == (f"note: {log_path}: dropped 2 lines of iterations >= 3 and the torn last "
-                       "line 6 (a write cut short); they are recomputed from the checkpoint at "
+                       "line 6 (a write cut short); training goes on from the checkpoint at "
                        "iteration 3")
     assert losses(part) == losses(full)
 
