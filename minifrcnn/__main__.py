@@ -226,8 +226,8 @@ def cmd_train(args):
         print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
         if args.no_eval:
             return
-        _evaluate_and_print(model, read_samples(test_set), class_names, os.path.join(args.out, "eval.json"),
-                            os.path.join(args.out, "pr_curves.png"))
+        _evaluate_and_print(model, read_samples(test_set), class_names,
+                            os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
 
 
 def cmd_pretrain(args):

@@ -301,7 +301,8 @@ def test_the_test_split_is_numbered_by_the_training_classes(capsys, tmp_path):
 def test_problems_in_the_test_split_stop_the_run_before_training(capsys, tmp_path):
     root = voc_folder(tmp_path / "stars", test=6, train_without="star", classes_txt=False)
     one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r1"),
-                        *TRAIN)[::2], "Annotations", "unknown class name 'star'")
+                        *TRAIN)[::2], "Annotations", "unknown class name 'star', not one of "
+                   "the classes given (by the command line: the training split's")
     assert nothing_trained(tmp_path / "r1")
     root = voc_folder(tmp_path / "unreadable")
     first = split_ids(root, "test")[0]

@@ -194,7 +194,8 @@ def test_nan_coordinate(tmp_path):
 
 
 def test_unknown_class_name(good_voc):
-    with pytest.raises(DatasetError, match=r"a\.xml: unknown class name 'dog'"):
+    with pytest.raises(DatasetError, match=r"a\.xml: unknown class name 'dog', not one of the "
+                                           r"classes given \(.*\): cat, bird$"):
         VOCDataset(good_voc, "train", class_names=("cat", "bird"))
 
 

@@ -13,8 +13,8 @@ so a picture is the same pixels everywhere. Two things that a plain
   is turned into RGB by its own rule, or refused:
 
       RGB, L (grey), 1 (black and white), P (palette), CMYK, YCbCr   PIL's convert("RGB")
-      RGBA, LA, PA, or any image with a transparent colour           composited over white
-                                                                      (as a viewer shows it on a page)
+      RGBA, LA, PA, or any image with a transparent colour           composited over white (as
+                                                                      a viewer shows it on a page)
       I;16 (16-bit grey; PNG and TIFF), I read from a PNG (16-bit    value / 257, rounded
       grey in older Pillow)                                           (65535 -> 255)
       anything else (F: 32-bit float, I from other files, LAB, ...)  refused, naming the file:
@@ -49,7 +49,7 @@ def read_image(path, name=None):
 
 
 def to_rgb(im, name="image", file_format=None):
-    """A PIL image as (H, W, 3) uint8 RGB by the rule of its mode; a ValueError naming it if none."""
+    """A PIL image as (H, W, 3) uint8 RGB by its mode's rule; a ValueError naming it if none."""
     if im.mode in ALPHA_MODES or "transparency" in im.info:
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, im.convert("RGBA"))

@@ -293,14 +293,14 @@ class VOCDataset:
         self.ids = read_split_file(root, split)
 
         self._records = [self._read_record(i) for i in self.ids]
-        self.class_names = self._resolve_class_names(class_names)
+        self.class_names, source = self._resolve_class_names(class_names)
         index = {name: k + 1 for k, name in enumerate(self.class_names)}
         for rec in self._records:
             for name in rec["names"]:
                 if name not in index:
                     raise DatasetError(
-                        f"{rec['xml']}: unknown class name {name!r} "
-                        f"(the classes are {', '.join(self.class_names)})")
+                        f"{rec['xml']}: unknown class name {name!r}, not one of {source}: "
+                        f"{', '.join(self.class_names)}")
             rec["labels"] = np.array([index[n] for n in rec["names"]], dtype=np.int64)  # (G,)
 
     # --- reading and checking the annotations -------------------------------------------
@@ -348,23 +348,24 @@ class VOCDataset:
             + ", ".join(os.path.basename(p) for p in tried) + f" in {folder}")
 
     def _resolve_class_names(self, class_names):
+        """(names, where they come from): class_names, else classes.txt, else the split's."""
         if class_names is not None:
             names = tuple(str(n) for n in class_names)
-            source = "argument class_names"
+            source = "the classes given (by the command line: the training split's or the model's)"
         else:
             path = os.path.join(self.root, "classes.txt")
             if os.path.isfile(path):
                 with open(path) as f:
                     names = tuple(line.strip() for line in f if line.strip())
-                source = path
+                source = f"the classes in {path}"
             else:
                 names = tuple(sorted({n for rec in self._records for n in rec["names"]}))
-                source = f"the annotations of split {self.split!r}"
+                source = f"the classes in the annotations of split {self.split!r}"
         if not names:
-            raise DatasetError(f"{source}: no class names (and no object in the split)")
+            raise DatasetError(f"{source}: none (and no object in the split)")
         if len(set(names)) != len(names):
-            raise DatasetError(f"{source}: repeated class names in {names}")
-        return names
+            raise DatasetError(f"{source}: repeated names in {names}")
+        return names, source
 
     # --- the samples ------------------------------------------------------------------
 
