@@ -15,11 +15,26 @@ of the Sequential (``python -c "from minifrcnn.backbones import *; print(paramet
 
 Differences from the paper, kept small on purpose: ZF's max-pools here have no padding (our
 max_pool2d has none) and ZF's local response normalisation layers are left out.
+
+An option the paper does not have (Config.backbone_norm, off by default): norm="group" puts a
+GroupNorm (Wu & He, 2018; ops/group_norm.py) between every conv and its ReLU,
+
+    conv -> GroupNorm(out_ch, norm_groups) -> ReLU
+
+which normalises each image on its own, so it works at our 2 images per batch where batch
+normalisation would not. It adds no random draw: the convs get exactly the weights they get
+without it, and only the parameter indices after the first conv move ("3.weight" becomes
+"4.weight"). The conv keeps its bias: a GroupNorm after it cancels the bias's mean over each
+group of channels but not the differences within a group, so it is not quite redundant
+(it would be with one channel per group, or with batch normalisation). Frameworks usually
+build a conv that a normalisation follows without a bias; we keep it, so that norm="group"
+only adds layers and changes nothing else.
 """
 import numpy as np
 
-from .layers import Conv2d, MaxPool2d, ReLU, Sequential
+from .layers import Conv2d, GroupNorm, MaxPool2d, ReLU, Sequential
 from .npz import read_npz
+from .ops.checks import check_int
 
 # (out_channels, kernel, stride, pad) for each conv, "M" for a 2x2/2 max-pool, "M3" for 3x3/2.
 BACKBONES = {
@@ -48,14 +63,29 @@ def backbone_channels(name):
     return convs[-1][0]
 
 
-def build_backbone(name, rng, in_channels=3, dtype=np.float32):
+NORMS = ("none", "group")
+
+
+def build_backbone(name, rng, in_channels=3, dtype=np.float32, norm="none", norm_groups=8):
     """A Sequential of the named backbone, He-initialised from the numpy Generator `rng`.
 
+    norm: "none" (conv -> ReLU, the paper's) or "group" (conv -> GroupNorm(norm_groups) -> ReLU;
+    norm_groups must divide every conv's channel count). Config.backbone_norm and
+    Config.backbone_norm_groups choose them.
     Input (N, 3, H, W) -> output (N, backbone_channels(name), ~H/stride, ~W/stride).
     """
+    spec = _spec(name)
+    if norm not in NORMS:
+        raise ValueError(f"backbone_norm: expected one of {', '.join(map(repr, NORMS))}, got {norm!r}")
+    if norm == "group":
+        norm_groups = check_int(norm_groups, "backbone_norm_groups", 1)
+        convs = [layer[0] for layer in spec["layers"] if not isinstance(layer, str)]
+        if any(c % norm_groups for c in convs):
+            raise ValueError(f"backbone_norm_groups: expected a divisor of every conv's channels "
+                             f"{convs} in backbone {name!r}, got {norm_groups}")
     layers = []
     channels = in_channels
-    for layer in _spec(name)["layers"]:
+    for layer in spec["layers"]:
         if layer == "M":
             layers.append(MaxPool2d(kernel=2, stride=2))
         elif layer == "M3":
@@ -64,6 +94,8 @@ def build_backbone(name, rng, in_channels=3, dtype=np.float32):
             out_ch, k, stride, pad = layer
             layers.append(Conv2d(channels, out_ch, k, stride=stride, pad=pad, init="he",
                                  rng=rng, dtype=dtype))
+            if norm == "group":
+                layers.append(GroupNorm(out_ch, norm_groups, dtype=dtype))   # no random draw
             layers.append(ReLU())
             channels = out_ch
     return Sequential(*layers)
@@ -83,9 +115,10 @@ def feature_size(name, height, width):
     return h, w
 
 
-def parameter_names(name):
+def parameter_names(name, norm="none", norm_groups=8):
     """The keys an npz of backbone weights must have."""
-    return [n for n, _ in build_backbone(name, np.random.default_rng(0)).named_parameters()]
+    net = build_backbone(name, np.random.default_rng(0), norm=norm, norm_groups=norm_groups)
+    return [n for n, _ in net.named_parameters()]
 
 
 def load_backbone_weights(backbone, path):

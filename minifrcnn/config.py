@@ -35,6 +35,9 @@ class Config:
     # --- backbone (shared conv layers) ------------------------------------------------
     backbone: str = "vgg16"             # "small" | "zf" | "vgg16" (see backbones.py)
     feat_stride: int = 16               # pixels of the image per cell of the feature map
+    backbone_norm: str = "none"         # "none": conv -> ReLU (the paper's); "group": conv ->
+                                        # GroupNorm -> ReLU (Wu & He 2018; not in the paper)
+    backbone_norm_groups: int = 8       # GroupNorm's groups; must divide every conv's channels
 
     # --- anchors ----------------------------------------------------------------------
     anchor_base_size: int = 16          # anchor side before scaling, pixels

@@ -30,7 +30,9 @@ import math
 import numpy as np
 
 from .backend import device_of, get_array_module, to_device, to_numpy
+from .ops.checks import check_int
 from .ops.conv import conv2d_backward, conv2d_forward
+from .ops.group_norm import group_norm_backward, group_norm_forward
 from .ops.linear import linear_backward, linear_forward
 from .ops.pool import max_pool2d_backward, max_pool2d_forward
 from .ops.relu import relu_backward, relu_forward
@@ -307,6 +309,44 @@ class Linear(Module):
     def __repr__(self):
         d_in, d_out = self.weight.shape
         return f"Linear({d_in}, {d_out})"
+
+
+class GroupNorm(Module):
+    """Group normalisation (Wu & He, 2018) over num_groups groups of num_channels / num_groups
+    channels, then a per-channel scale and shift: weight = gamma (C,), bias = beta (C,).
+
+    forward: x (N, C, H, W) -> (N, C, H, W); ops/group_norm.py has the formula.
+    gamma starts at 1 and beta at 0 (the layer starts as plain normalisation), no random draw.
+    Neither gets weight decay (decay_mult 0, as the conv and linear biases): decaying gamma
+    would pull the layer's output scale towards 0 rather than regularise a weight (Detectron's
+    GN models train with SOLVER.WEIGHT_DECAY_GN = 0 for the same reason).
+    """
+
+    def __init__(self, num_channels, num_groups, eps=1e-5, dtype=np.float32):
+        num_groups = check_int(num_groups, "num_groups", 1)
+        if num_channels % num_groups:
+            raise ValueError(f"num_groups: expected a divisor of num_channels={num_channels}, "
+                             f"got {num_groups}")
+        self.num_groups, self.eps = num_groups, eps
+        dtype = np.dtype(dtype)
+        self.weight = Parameter(np.ones(num_channels, dtype=dtype), "weight", decay_mult=0.0)   # (C,) gamma
+        self.bias = Parameter(np.zeros(num_channels, dtype=dtype), "bias", decay_mult=0.0)     # (C,) beta
+        self.cache = None
+
+    def forward(self, x):
+        out, self.cache = group_norm_forward(x, self.weight.data, self.bias.data,
+                                             self.num_groups, eps=self.eps)
+        return out
+
+    def backward(self, dout):
+        check_cache(self)
+        dx, dgamma, dbeta = group_norm_backward(dout, self.cache)
+        self.weight.accumulate_grad(dgamma)
+        self.bias.accumulate_grad(dbeta)
+        return dx
+
+    def __repr__(self):
+        return f"GroupNorm({self.weight.shape[0]}, num_groups={self.num_groups})"
 
 
 class ReLU(Module):

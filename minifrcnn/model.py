@@ -60,7 +60,8 @@ class FasterRCNN(Module):
         rng = np.random.default_rng(cfg.seed) if rng is None else rng
         channels = backbone_channels(cfg.backbone)
         self.dtype = np.dtype(dtype)       # float32; float64 for gradient checks
-        self.backbone = build_backbone(cfg.backbone, rng, dtype=self.dtype)
+        self.backbone = build_backbone(cfg.backbone, rng, dtype=self.dtype, norm=cfg.backbone_norm,
+                                       norm_groups=cfg.backbone_norm_groups)
         self.rpn = RPNHead(channels, channels, cfg.num_anchors(), rng, dtype=self.dtype)
         self.head = FastRCNNHead(channels, cfg.num_classes, cfg, 1.0 / cfg.feat_stride, rng,
                                  dtype=self.dtype)

@@ -4,6 +4,9 @@ import pytest
 
 from minifrcnn.backbones import (BACKBONES, backbone_channels, backbone_stride, build_backbone,
                                  feature_size, load_backbone_weights, parameter_names)
+from minifrcnn.config import Config
+from minifrcnn.layers import Conv2d, GroupNorm, ReLU
+from minifrcnn.model import FasterRCNN
 
 
 @pytest.mark.parametrize("name,size", [("tiny", (37, 50)), ("small", (64, 72)),
@@ -37,3 +40,42 @@ def test_load_weights_from_npz(tmp_path):
         load_backbone_weights(b, str(tmp_path / "bad.npz"))
     with pytest.raises(ValueError, match="missing.npz"):
         load_backbone_weights(b, str(tmp_path / "missing.npz"))
+
+
+# --------------------------------------------------------------------------- backbone_norm="group"
+
+@pytest.mark.parametrize("name,groups", [("tiny", 2), ("small", 8)])
+def test_group_norm_after_every_conv_runs_forward_and_backward(name, groups):
+    plain = build_backbone(name, np.random.default_rng(0))
+    net = build_backbone(name, np.random.default_rng(0), norm="group", norm_groups=groups)
+    convs = [i for i, m in enumerate(net) if isinstance(m, Conv2d)]
+    assert len(convs) == 4
+    for i in convs:                                             # conv -> GroupNorm -> ReLU
+        assert isinstance(net[i + 1], GroupNorm) and isinstance(net[i + 2], ReLU)
+        assert net[i + 1].num_groups == groups and net[i + 1].weight.shape == (net[i].weight.shape[0],)
+    # no random draw added: the convs hold exactly the weights of the backbone without norm
+    plain_convs = [m for m in plain if isinstance(m, Conv2d)]
+    for i, conv in zip(convs, plain_convs):
+        np.testing.assert_array_equal(net[i].weight.data, conv.weight.data)
+    assert parameter_names(name, norm="group", norm_groups=groups) == [n for n, _ in net.named_parameters()]
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 40, 48)).astype(np.float32)
+    out = net.forward(x)
+    assert out.dtype == np.float32 and out.shape == (2, backbone_channels(name)) + feature_size(name, 40, 48)
+    net.zero_grad()
+    dx = net.backward(np.ones_like(out))
+    assert dx.shape == x.shape and np.all(np.isfinite(dx))
+    assert all(np.abs(p.grad).max() > 0 for p in net.parameters())
+
+
+def test_backbone_norm_is_off_by_default_and_checked():
+    assert Config().backbone_norm == "none" and Config.small().backbone_norm == "none"
+    assert not any(isinstance(m, GroupNorm) for m in build_backbone("small", np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="backbone_norm: expected one of 'none', 'group', got 'batch'"):
+        build_backbone("small", np.random.default_rng(0), norm="batch")
+    with pytest.raises(ValueError, match=r"backbone_norm_groups: expected a divisor .*\[4, 8, 8, 8\].*got 8"):
+        build_backbone("tiny", np.random.default_rng(0), norm="group")       # 8 groups, 4 channels
+    with pytest.raises(ValueError, match="backbone_norm_groups: expected an int >= 1"):
+        FasterRCNN(Config.small(num_classes=2, backbone_norm="group", backbone_norm_groups=0))
+    model = FasterRCNN(Config.small(num_classes=2, backbone_norm="group"))
+    assert sum(isinstance(m, GroupNorm) for m in model.backbone) == 4

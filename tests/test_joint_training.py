@@ -11,14 +11,17 @@ from test_model import tiny_batch, tiny_config
 
 @pytest.mark.parametrize("roi_op", ["pool", "align"])
 @pytest.mark.parametrize("normalization", ["paper", "py-faster-rcnn"])
-def test_whole_model_gradient_check(roi_op, normalization):
+@pytest.mark.parametrize("backbone_norm", [{}, dict(backbone_norm="group", backbone_norm_groups=2)],
+                         ids=["no-norm", "group-norm"])
+def test_whole_model_gradient_check(roi_op, normalization, backbone_norm):
     """d(total loss)/d(every parameter) against centred differences, samples held fixed.
 
     Every parameter tensor is checked at a few random coordinates (all of the small ones):
     the RPN and head gradients meeting on the shared feature map, RoI pooling's backward
-    and the backbone's are all in this chain.
+    and the backbone's are all in this chain. With backbone_norm="group" the tiny backbone
+    has a GroupNorm (2 groups) after every conv, their gamma and beta checked too.
     """
-    cfg = tiny_config(roi_op=roi_op, loss_normalization=normalization)
+    cfg = tiny_config(roi_op=roi_op, loss_normalization=normalization, **backbone_norm)
     model = FasterRCNN(cfg, rng=np.random.default_rng(0), dtype="float64")
     # larger initial weights than the paper's 0.01, so every term has a sizeable gradient
     for name, p in model.named_parameters():

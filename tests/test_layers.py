@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from minifrcnn.gradcheck import numeric_gradient, rel_error
-from minifrcnn.layers import Conv2d, Linear, MaxPool2d, Module, Parameter, ReLU, Sequential
+from minifrcnn.layers import Conv2d, GroupNorm, Linear, MaxPool2d, Module, Parameter, ReLU, Sequential
 from minifrcnn.ops.losses import softmax_cross_entropy
+from minifrcnn.optim import SGD
 
 
 def tiny_net(seed=0, dtype=np.float64):
@@ -26,13 +27,9 @@ def _data(dtype=np.float64):
     return x, labels
 
 
-def test_whole_network_gradcheck():
-    net = tiny_net()
-    # non-zero biases so their gradients are not checked only at the initial point
-    rng = np.random.default_rng(5)
-    for p in net.parameters():
-        if p.name == "bias":
-            p.data[...] = 0.1 * rng.standard_normal(p.shape)
+def check_network_gradients(net, names):
+    """The softmax loss of net on _data(): every parameter's gradient, named `names`, and the
+    input's against numeric gradients, rel_error < 1e-6."""
     x, labels = _data()
 
     def loss_fn():
@@ -43,13 +40,22 @@ def test_whole_network_gradcheck():
     _, dscores = softmax_cross_entropy(scores, labels)
     dx = net.backward(dscores)
 
-    names = [n for n, _ in net.named_parameters()]
-    assert names == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    assert [n for n, _ in net.named_parameters()] == names
     for name, p in net.named_parameters():
         num = numeric_gradient(loss_fn, p.data)
         assert rel_error(p.grad, num) < 1e-6, name
         assert np.abs(p.grad).max() > 1e-6, name             # the check is not vacuous
     assert rel_error(dx, numeric_gradient(loss_fn, x)) < 1e-6
+
+
+def test_whole_network_gradcheck():
+    net = tiny_net()
+    # non-zero biases so their gradients are not checked only at the initial point
+    rng = np.random.default_rng(5)
+    for p in net.parameters():
+        if p.name == "bias":
+            p.data[...] = 0.1 * rng.standard_normal(p.shape)
+    check_network_gradients(net, ["0.weight", "0.bias", "3.weight", "3.bias"])
 
 
 def test_gradients_accumulate_over_two_backward_calls():
@@ -235,3 +241,49 @@ def test_forward_inference_gives_the_same_output_and_keeps_no_cache():
         net.backward(np.zeros_like(out))
     net.forward(x)
     assert net.drop_caches() is net and all(m.cache is None for m in net)
+
+
+# --------------------------------------------------------------------------- GroupNorm
+
+def gn_net(dtype=np.float64):
+    """(N, 2, 4, 4) -> conv 3x3 pad 1 -> GroupNorm(4, 2 groups) -> ReLU -> pool 2x2 -> linear -> (N, 5)."""
+    rng = np.random.default_rng(0)
+    return Sequential(Conv2d(2, 4, 3, pad=1, init="he", rng=rng, dtype=dtype),
+                      GroupNorm(4, 2, dtype=dtype),
+                      ReLU(),
+                      MaxPool2d(2, 2),
+                      Linear(4 * 2 * 2, 5, init="he", rng=rng, dtype=dtype))
+
+
+def test_group_norm_layer_gradcheck():
+    net = gn_net()
+    rng = np.random.default_rng(6)
+    gn = net[1]
+    gn.weight.data[...] = 1 + 0.5 * rng.standard_normal(4)          # away from the initial 1 and 0
+    gn.bias.data[...] = 0.5 * rng.standard_normal(4)
+    net[0].bias.data[...] = 0.1 * rng.standard_normal(4)
+    check_network_gradients(net, ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"])
+
+
+def test_group_norm_layer_init_decay_cache_and_errors():
+    gn = GroupNorm(6, 3)
+    assert gn.weight.dtype == np.float32 and gn.weight.shape == (6,)
+    assert np.all(gn.weight.data == 1) and np.all(gn.bias.data == 0)
+    assert gn.weight.decay_mult == 0.0 and gn.bias.decay_mult == 0.0
+    assert repr(gn) == "GroupNorm(6, num_groups=3)"
+    # no weight decay: with a zero gradient SGD leaves gamma and beta where they are
+    SGD(gn.parameters(), lr=0.1, weight_decay=0.5).step()
+    assert np.all(gn.weight.data == 1) and np.all(gn.bias.data == 0)
+    x = np.random.default_rng(0).standard_normal((2, 6, 3, 3)).astype(np.float32)
+    out = gn.forward(x)
+    assert out.dtype == np.float32 and out.shape == x.shape and gn.cache is not None
+    gn.zero_grad()
+    dx = gn.backward(np.ones_like(out))
+    assert dx.dtype == np.float32 and np.all(gn.bias.grad == 2 * 3 * 3)
+    assert gn.drop_caches() is gn and gn.cache is None
+    with pytest.raises(RuntimeError, match="before forward"):
+        gn.backward(np.ones_like(out))
+    with pytest.raises(ValueError, match="num_groups: expected a divisor of num_channels=6, got 4"):
+        GroupNorm(6, 4)
+    with pytest.raises(ValueError, match="num_groups: expected an int >= 1"):
+        GroupNorm(6, 0)

@@ -15,6 +15,8 @@ from .conv import (  # noqa: F401
 from .pool import (  # noqa: F401
     max_pool2d_backward, max_pool2d_backward_reference, max_pool2d_forward, max_pool2d_forward_reference)
 from .linear import linear_backward, linear_forward  # noqa: F401
+from .group_norm import (  # noqa: F401
+    group_norm_backward, group_norm_backward_reference, group_norm_forward, group_norm_forward_reference)
 from .relu import relu_backward, relu_forward  # noqa: F401
 from .roi_pool import (  # noqa: F401
     roi_pool_backward, roi_pool_backward_reference, roi_pool_forward, roi_pool_forward_reference)
