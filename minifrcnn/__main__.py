@@ -257,6 +257,7 @@ def cmd_experiment(args):
 
 def cmd_evaluate(args):
     from matplotlib.backend_bases import FigureCanvasBase
+    from .data.transforms import check_images
     from .model import FasterRCNN
     device = resolve_device(args.device)
     _check_output_file(args.json, "--json")
@@ -276,6 +277,7 @@ def cmd_evaluate(args):
     if tuple(class_names) != trained:
         raise ValueError(f"--checkpoint {args.checkpoint}: trained for classes {list(trained)}, "
                          f"but the data has {list(class_names)}")
+    check_images(samples, model.cfg)                  # every image, before predicting any
     _evaluate_and_print(model, samples, class_names, args.json, args.pr_curves)
 
 

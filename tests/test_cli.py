@@ -313,7 +313,8 @@ def test_problems_in_the_test_split_stop_the_run_before_training(capsys, tmp_pat
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_images_too_small_for_the_backbone_are_named_before_training(capsys, tmp_path, split):
+def test_images_too_small_for_the_backbone_are_named_before_training(capsys, checkpoint, tmp_path,
+                                                                      split):
     from PIL import Image
     root = voc_folder(tmp_path / "voc")
     tiny = split_ids(root, split)[-1]                  # not the first batch's
@@ -323,6 +324,8 @@ def test_images_too_small_for_the_backbone_are_named_before_training(capsys, tmp
     one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r"),
                         *TRAIN)[::2], f"{tiny}.png", "6x6 px is too small", "at least 8 px")
     assert nothing_trained(tmp_path / "r")
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint, "--data-dir", root,
+                        "--split", split)[::2], f"{tiny}.png", "6x6 px is too small")
 
 
 def test_clip_boxes_flag_for_boxes_past_the_image(capsys, tmp_path):
