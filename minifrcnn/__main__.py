@@ -168,7 +168,8 @@ def cmd_train(args):
     from .config import config_for_data
     from .data.transforms import check_images
     from .paper.alternating import STEPS
-    from .train import run_folder_lock, train
+    from .run_folder import run_folder_lock
+    from .train import train
     device = resolve_device(args.device)
     _check_output_folder(args.out, "--out")
     earlier = [f for f in RUN_FILES + STEPS if os.path.exists(os.path.join(args.out, f))]

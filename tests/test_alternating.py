@@ -9,7 +9,8 @@ from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.model import FasterRCNN
 from minifrcnn.paper.alternating import train_alternating
-from minifrcnn.train import CheckpointMismatch, RunFolderLocked, run_folder_lock
+from minifrcnn.run_folder import RunFolderLocked, run_folder_lock
+from minifrcnn.train import CheckpointMismatch
 
 
 def tiny_config(**overrides):

@@ -19,8 +19,8 @@ from minifrcnn.data import shapes
 from minifrcnn.data.transforms import prepare_batch
 from minifrcnn.model import FasterRCNN
 from minifrcnn.train import (
-    CheckpointMismatch, RunFolderLocked, TrainingDiverged, TrainingInterrupted, read_log,
-    run_folder_lock, train)
+    CheckpointMismatch, TrainingDiverged, TrainingInterrupted, read_log, train)
+from minifrcnn.run_folder import RunFolderLocked, run_folder_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"progress": False, "log": lambda *_: None}
@@ -229,7 +229,7 @@ def test_a_checkpoint_with_an_unknown_config_field_is_named(tmp_path, data):
 def hold_the_lock_in_another_process(run_dir):
     """A real second process holding run_dir's lock until its stdin closes."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom minifrcnn.train import run_folder_lock\n"
+        [sys.executable, "-c", "import sys\nfrom minifrcnn.run_folder import run_folder_lock\n"
          "with run_folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()",
          str(run_dir)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "held\n"

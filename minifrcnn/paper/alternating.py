@@ -22,7 +22,8 @@ import os
 
 from ..model import FasterRCNN
 from ..npz import read_npz
-from ..train import CheckpointMismatch, config_differences, run_folder_lock, train
+from ..run_folder import run_folder_lock
+from ..train import CheckpointMismatch, config_differences, train
 
 STEPS = ("step1", "step2", "step3", "step4")
 
