@@ -131,7 +131,8 @@ def _check_output_folder(path, flag):
 
 
 RUN_FILES = ("model.npz", "checkpoint.npz", "losses.jsonl", "loss_curve.png", "eval.json",
-             "pr_curves.png")                                   # what a training run leaves
+             "pr_curves.png", "map_curve.csv", "map_curve.png")   # what a training run leaves
+EVAL_FILES = ("eval.json", "pr_curves.png")     # the evaluation of the model a run ends with
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -165,13 +166,25 @@ def open_run_splits(args):
 
 
 def cmd_train(args):
+    from .run_folder import run_folder_lock
+    device = resolve_device(args.device)
+    _check_output_folder(args.out, "--out")
+    if args.eval_every and args.no_eval:
+        raise ValueError("--eval-every: it evaluates the test split, which --no-eval leaves "
+                         "out; drop one of the two")
+    # One run per folder, from the first look into it to the last file written: a second
+    # command into the same --out refuses at once, naming the process that holds it (train()
+    # takes the same lock again: it is re-entrant).
+    with run_folder_lock(args.out):
+        _train_in_locked_folder(args, device)
+
+
+def _train_in_locked_folder(args, device):
+    """cmd_train's work, with the run folder's lock held."""
     from .config import config_for_data
     from .data.transforms import check_images
     from .paper.alternating import STEPS
-    from .run_folder import run_folder_lock
     from .train import train
-    device = resolve_device(args.device)
-    _check_output_folder(args.out, "--out")
     earlier = [f for f in RUN_FILES + STEPS if os.path.exists(os.path.join(args.out, f))]
     if earlier and not (args.resume or args.overwrite):
         raise ValueError(f"--out {args.out}: already holds a training run ({', '.join(earlier)}); "
@@ -193,42 +206,51 @@ def cmd_train(args):
                          f"({cfg.image_min_size} px, --min-size or the data's)")
     check_images(samples, cfg)        # every image of every split the run uses is readable and
     check_images(test_set or (), cfg)     # big enough for the backbone, before any training
-    # One run per folder, from deleting an old run's files to the last file written; train()
-    # takes the same lock again (it is re-entrant), a second command refuses naming the holder.
-    with run_folder_lock(args.out):
-        if args.overwrite and not args.resume:             # start again: the old run's files go
-            for f in RUN_FILES:
-                if os.path.exists(os.path.join(args.out, f)):
-                    os.remove(os.path.join(args.out, f))
-            for step in STEPS:                                       # alternating training's steps
-                if os.path.isdir(os.path.join(args.out, step)):
-                    shutil.rmtree(os.path.join(args.out, step))
-        schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
-                    f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
-        print(f"training on {len(samples)} {source}, {cfg.num_classes} classes, "
-              f"{schedule} of {cfg.images_per_batch} images, device {device}")
-        start_model = None
-        if args.backbone_weights:
-            from .backbones import load_backbone_weights
-            from .model import FasterRCNN
-            start_model = FasterRCNN(cfg)
-            load_backbone_weights(start_model.backbone, args.backbone_weights)
-        t0 = time.time()
-        if args.scheme == "alternating":
-            from .paper.alternating import train_alternating
-            model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
-                                      device=device, resume=args.resume,
-                                      checkpoint_every=args.checkpoint_every,
-                                      progress=not args.no_progress, start_model=start_model)
-        else:
-            model = train(cfg, samples, args.out, device=device, resume=args.resume,
-                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                          model=start_model)
-        print(f"trained in {time.time() - t0:.1f} s; model saved to {os.path.join(args.out, 'model.npz')}")
-        if args.no_eval:
-            return
-        _evaluate_and_print(model, read_samples(test_set), class_names,
-                            os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
+    if args.overwrite and not args.resume:             # start again: the old run's files go
+        for f in RUN_FILES:
+            if os.path.exists(os.path.join(args.out, f)):
+                os.remove(os.path.join(args.out, f))
+        for step in STEPS:                                       # alternating training's steps
+            if os.path.isdir(os.path.join(args.out, step)):
+                shutil.rmtree(os.path.join(args.out, step))
+    schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
+                f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
+    print(f"training on {len(samples)} {source}, {cfg.num_classes} classes, "
+          f"{schedule} of {cfg.images_per_batch} images, device {device}")
+    for f in EVAL_FILES:          # they evaluated the model that this training replaces
+        if os.path.exists(os.path.join(args.out, f)):
+            os.remove(os.path.join(args.out, f))
+    start_model = None
+    if args.backbone_weights:
+        from .backbones import load_backbone_weights
+        from .model import FasterRCNN
+        start_model = FasterRCNN(cfg)
+        load_backbone_weights(start_model.backbone, args.backbone_weights)
+    t0 = time.time()
+    if args.scheme == "alternating":
+        from .paper.alternating import train_alternating
+        model = train_alternating(cfg, samples, args.out, step_iters=args.step_iters,
+                                  device=device, resume=args.resume,
+                                  checkpoint_every=args.checkpoint_every,
+                                  progress=not args.no_progress, start_model=start_model)
+    else:
+        model = train(cfg, samples, args.out, device=device, resume=args.resume,
+                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                      model=start_model, eval_every=args.eval_every,
+                      eval_set=read_samples(test_set) if args.eval_every else None,
+                      class_names=class_names)
+    seconds, evaluating = time.time() - t0, ""
+    if args.eval_every:              # the training time without the evaluations, from the log
+        from .train import read_log
+        seconds = read_log(os.path.join(args.out, "losses.jsonl"))[-1]["train_seconds"]
+        evaluating = (f" (the evaluations every {args.eval_every} iterations not counted: "
+                      f"{os.path.join(args.out, 'map_curve.csv')}, map_curve.png)")
+    print(f"trained in {seconds:.1f} s{evaluating}; model saved to "
+          f"{os.path.join(args.out, 'model.npz')}")
+    if args.no_eval:
+        return
+    _evaluate_and_print(model, read_samples(test_set), class_names,
+                        os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
 
 
 def cmd_pretrain(args):
@@ -378,6 +400,9 @@ def build_parser():
                    help="start again in an --out folder that holds an earlier run (its files go)")
     s.add_argument("--checkpoint-every", type=positive_int, default=250)
     s.add_argument("--no-eval", action="store_true", help="skip the test evaluation")
+    s.add_argument("--eval-every", type=positive_int, metavar="N",
+                   help="also evaluate the test split every N iterations: map_curve.csv and "
+                        "map_curve.png (mAP against iterations and training seconds)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 

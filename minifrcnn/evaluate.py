@@ -125,6 +125,13 @@ def _labels(x, n, where, num_classes):
     return x
 
 
+def ground_truths(samples):
+    """The ground_truths argument of evaluate_detections / coco_map, from data-set samples
+    (dicts with "boxes", "labels" and an optional "difficult")."""
+    return [{"boxes": s["boxes"], "labels": s["labels"], "difficult": s.get("difficult")}
+            for s in samples]
+
+
 def prepare_inputs(detections, ground_truths, num_classes=None):
     """Check the two lists and return host copies: (dets, gts), lists of dicts of NumPy arrays.
 

@@ -33,14 +33,17 @@ def run_folder_lock(out_dir, log=print):
     and the process holding it. A lock whose process no longer runs on this host (killed with
     SIGKILL, a power cut) is taken over, with a note (two processes taking over the same
     stale lock at the same instant could both succeed: rare enough to accept here). The lock
-    file is removed when the block ends, however it ends (an error, Ctrl-C, SIGTERM).
+    file is removed when the block ends, however it ends (an error, Ctrl-C, SIGTERM), and so
+    is the folder if the lock made it and nothing was written into it.
 
     Re-entrant within a process: the command line holds the lock around train(), and train()
     takes it again (alternating training: around each step's folder as well).
     """
     key = os.path.realpath(out_dir)
     lock_path = os.path.join(out_dir, LOCK_FILE)
+    made = False                             # whether this lock made the folder
     if key not in _HELD_LOCKS:
+        made = not os.path.isdir(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         _take_lock(out_dir, lock_path, log)
     _HELD_LOCKS[key] = _HELD_LOCKS.get(key, 0) + 1
@@ -52,6 +55,8 @@ def run_folder_lock(out_dir, log=print):
             del _HELD_LOCKS[key]
             with contextlib.suppress(FileNotFoundError):
                 os.remove(lock_path)
+            if made and not os.listdir(out_dir):
+                os.rmdir(out_dir)            # a run that stopped before writing leaves nothing
 
 
 def _take_lock(out_dir, lock_path, log):

@@ -17,6 +17,8 @@ The run folder holds:
     model.npz        the final model (FasterRCNN.load)
     losses.jsonl     one line per iteration with every loss term and the learning rate
     loss_curve.png   the loss terms against the iteration
+    map_curve.csv    with eval_every: the test mAP@0.5 every eval_every iterations, with the
+    map_curve.png    training seconds so far (the evaluations' own time is not counted in them)
     .lock            while a run trains there: the process holding the folder (run_folder_lock)
 
 Ctrl-C (SIGINT) and SIGTERM (what kill, Slurm and docker stop send) finish the current
@@ -28,6 +30,7 @@ the bad step) is left untouched.
     python -m minifrcnn train --dataset shapes --out runs/shapes
 """
 import contextlib
+import csv
 import json
 import math
 import os
@@ -38,6 +41,8 @@ import numpy as np
 
 from .backend import to_device, to_numpy
 from .data.transforms import prepare_batch
+from .detect import predict_dataset
+from .evaluate import evaluate_detections, ground_truths
 from .joint_training import PARTS, JointTraining
 from .model import FasterRCNN, config_from_checkpoint, weights_in_checkpoint
 from .npz import read_npz
@@ -117,7 +122,8 @@ def load_checkpoint(path, model, optimizer):
 
 
 def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=250,
-          progress=True, model=None, log=print, parts=PARTS, proposer=None):
+          progress=True, model=None, log=print, parts=PARTS, proposer=None,
+          eval_every=None, eval_set=None, class_names=None):
     """Train a FasterRCNN on `dataset` (a sequence of sample dicts); returns the model.
 
     cfg.iters iterations of cfg.images_per_batch images. With resume=True and a
@@ -127,6 +133,10 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     parameters (requires_grad False) are never updated.
     The run holds out_dir's lock throughout (run_folder_lock); Ctrl-C or SIGTERM saves the
     checkpoint and raises TrainingInterrupted.
+    eval_every: every that many iterations (and after the last) the model is evaluated on
+    eval_set (samples; class_names their K names): a row of map_curve.csv (MapCurve).
+    Every losses.jsonl record holds "train_seconds", the training time so far without the
+    evaluations, so a resumed run goes on counting where the checkpoint left off.
     """
     if len(dataset) == 0:
         raise ValueError("training set is empty: nothing to train on")
@@ -147,11 +157,15 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
         elif os.path.exists(log_path):
             os.remove(log_path)
 
+        curve = MapCurve(out_dir, start) if eval_every else None
+        previous = read_log(log_path) if start and os.path.exists(log_path) else []
+        train_seconds = previous[-1].get("train_seconds", 0.0) if previous else 0.0
         bar = _progress(range(start, cfg.iters), progress, start, cfg.iters)
         it = start
         try:
             with stop_requests() as stop, open(log_path, "a") as log_file:
                 for it in bar:
+                    t0 = time.perf_counter()
                     terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
                     if not all(math.isfinite(v) for v in terms.values()):
                         raise TrainingDiverged(
@@ -159,14 +173,20 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                             f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); the last "
                             f"good checkpoint is {ckpt_path}" + (
                                 "" if os.path.exists(ckpt_path) else " (none written yet)"))
-                    record = {"iter": it, "lr": optimizer.lr, **terms, "time": time.time()}
+                    train_seconds += time.perf_counter() - t0
+                    record = {"iter": it, "lr": optimizer.lr, **terms, "time": time.time(),
+                              "train_seconds": round(train_seconds, 3)}
                     log_file.write(json.dumps(record) + "\n")
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
                     done = it + 1
                     if done % checkpoint_every == 0 or done == cfg.iters or stop["signal"]:
+                        t0 = time.perf_counter()
                         log_file.flush()
                         save_checkpoint(ckpt_path, model, optimizer, done)
+                        train_seconds += time.perf_counter() - t0     # counted in the next record
+                    if curve and (done % eval_every == 0 or done == cfg.iters):
+                        curve.add(model, eval_set, class_names, done, train_seconds)
                     if stop["signal"]:
                         raise TrainingInterrupted(stop["signal"])
         except TrainingInterrupted as e:
@@ -178,6 +198,8 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                 bar.close()
         model.save(os.path.join(out_dir, "model.npz"))
         plot_losses(log_path, os.path.join(out_dir, "loss_curve.png"))
+        if curve:
+            curve.plot()
     return model
 
 
@@ -207,6 +229,73 @@ def stop_requests():
         for s, handler in previous.items():
             if handler is not None:            # None: a handler not set from Python
                 signal.signal(s, handler)
+
+
+class MapCurve:
+    """The test mAP during training: out_dir/map_curve.csv, one row per evaluation,
+
+        iter, train_seconds, eval_seconds, map50 (VOC all-point), map50_voc07
+
+    and map_curve.png, mAP@0.5 against the iteration and against the training seconds (the
+    evaluations' own time, eval_seconds, is not in train_seconds). Resuming at iteration
+    `start` keeps the rows of the iterations up to it.
+    """
+
+    COLUMNS = ("iter", "train_seconds", "eval_seconds", "map50", "map50_voc07")
+
+    def __init__(self, out_dir, start=0):
+        self.csv_path = os.path.join(out_dir, "map_curve.csv")
+        self.png_path = os.path.join(out_dir, "map_curve.png")
+        self.rows = [r for r in self.read(self.csv_path) if r["iter"] <= start] if start else []
+        self._write()
+
+    @staticmethod
+    def read(csv_path):
+        """The rows of a map_curve.csv as dicts of numbers ([] if there is no file)."""
+        if not os.path.exists(csv_path):
+            return []
+        with open(csv_path) as f:
+            return [{k: (int(v) if k == "iter" else float(v)) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    def add(self, model, samples, class_names, iteration, train_seconds):
+        """Evaluate model on samples now and append the row (written at once)."""
+        t0 = time.perf_counter()
+        dets = predict_dataset(model, samples)
+        gts = ground_truths(samples)
+        area = evaluate_detections(dets, gts, class_names, method="area")["map"]
+        voc07 = evaluate_detections(dets, gts, class_names, method="voc07")["map"]
+        self.rows.append({"iter": iteration, "train_seconds": round(train_seconds, 2),
+                          "eval_seconds": round(time.perf_counter() - t0, 2),
+                          "map50": round(area, 4), "map50_voc07": round(voc07, 4)})
+        self._write()
+
+    def _write(self):
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.COLUMNS)
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def plot(self):
+        """mAP@0.5 against the iteration (left) and against the training seconds (right)."""
+        from .detect import offscreen_figure
+        if not self.rows:
+            return
+        fig, ax = offscreen_figure((10, 3.8))
+        ax.remove()
+        for k, x in enumerate(("iter", "train_seconds")):
+            a = fig.add_subplot(1, 2, k + 1)
+            xs = [r[x] for r in self.rows]
+            a.plot(xs, [r["map50"] for r in self.rows], "o-", label="all-point")
+            a.plot(xs, [r["map50_voc07"] for r in self.rows], "s--", ms=3, label="11-point")
+            a.set_xlabel("iteration" if x == "iter" else "training seconds")
+            a.set_ylabel("test mAP@0.5")
+            a.set_ylim(0, 1)
+            a.grid(alpha=0.3)
+            a.legend(loc="lower right", fontsize=8)
+        fig.suptitle("test mAP during training")
+        fig.tight_layout()
+        fig.savefig(self.png_path, dpi=100)
 
 
 def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):

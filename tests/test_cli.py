@@ -1,4 +1,5 @@
 """The command line: every user mistake is one line naming the file, image or argument, exit 2."""
+import csv
 import json
 import os
 
@@ -420,3 +421,68 @@ def test_voc_protocol_splits_and_a_vocdevkit_folder(capsys, tmp_path):
                    f"point --data-dir at {root}")
     one_line_error(*run(capsys, "train", "--out", run_dir + "2", "--train-split", "trainval",
                         *TRAIN)[::2], "--train-split", "only with --data-dir")
+
+
+def test_eval_every_writes_the_map_curve_and_keeps_its_time_apart(capsys, tmp_path):
+    """Issue 15 item 3: --eval-every N evaluates the test split every N iterations and after the
+    last; map_curve.csv has one row each (mAP, training seconds without the evaluations, the
+    evaluation's own seconds) and map_curve.png plots it; a resume keeps the rows before it."""
+    root = voc_folder(tmp_path / "voc")
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--data-dir", root, "--out", str(run_dir), "--iters", "5",
+                         "--eval-every", "2", "--no-progress")
+    assert code == 0, err
+    rows = list(csv.DictReader(open(run_dir / "map_curve.csv")))
+    assert [int(r["iter"]) for r in rows] == [2, 4, 5]
+    seconds = [float(r["train_seconds"]) for r in rows]
+    assert 0 < seconds[0] < seconds[1] < seconds[2]
+    assert all(float(r["eval_seconds"]) > 0 and 0 <= float(r["map50"]) <= 1 for r in rows)
+    assert (run_dir / "map_curve.png").read_bytes().startswith(b"\x89PNG")
+    logged = [json.loads(line)["train_seconds"] for line in open(run_dir / "losses.jsonl")]
+    assert logged == sorted(logged) and f"trained in {logged[-1]:.1f} s (the evaluations" in out
+    # a longer run resumed from the checkpoint at 5 keeps the rows up to 5 and goes on counting
+    code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(run_dir), "--iters", "6",
+                       "--eval-every", "2", "--no-progress", "--resume")
+    assert code == 0, err
+    again = list(csv.DictReader(open(run_dir / "map_curve.csv")))
+    assert again[:3] == rows and [int(r["iter"]) for r in again] == [2, 4, 5, 6]
+    assert float(again[3]["train_seconds"]) > seconds[2]
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r2"),
+                        "--eval-every", "2", "--no-eval", *TRAIN)[::2], "--eval-every", "--no-eval")
+
+
+def test_a_resumed_run_without_evaluation_drops_the_old_one(capsys, tmp_path):
+    """eval.json and pr_curves.png describe the model a run ended with: training it further
+    with --no-eval must not leave them beside the new model."""
+    root = voc_folder(tmp_path / "voc")
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "--data-dir", root, "--out", str(run_dir), *TRAIN)[0] == 0
+    assert (run_dir / "eval.json").exists()
+    code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(run_dir), "--iters", "2",
+                       "--no-progress", "--resume", "--no-eval")
+    assert code == 0, err
+    assert not (run_dir / "eval.json").exists() and not (run_dir / "pr_curves.png").exists()
+
+
+def test_a_second_train_into_a_busy_folder_is_told_about_the_lock_first(capsys, tmp_path):
+    """The folder is locked before anything is looked at: a second command into a folder that
+    a live run holds names the lock and the process (not 'already holds a run', whose advice,
+    --resume or --overwrite, would only meet the lock), and it can never pass that check
+    while the first run is still writing."""
+    import subprocess
+    import sys
+    root = voc_folder(tmp_path / "voc")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "losses.jsonl").write_text("")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom minifrcnn.run_folder import run_folder_lock\n"
+         "with run_folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()",
+         str(run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(run_dir), "--overwrite",
+                            *TRAIN)[::2], "another training run", ".lock", f"process {holder.pid}")
+        assert (run_dir / "losses.jsonl").exists()               # --overwrite deleted nothing
+    finally:
+        holder.communicate("")
