@@ -19,6 +19,7 @@ import sys
 import time
 
 from .backend import DeviceError, resolve_device
+from .data.voc import MissingSplit
 from .train import TrainingDiverged
 
 SHAPES_TRAIN_IMAGES = 2000
@@ -158,8 +159,14 @@ def open_run_splits(args):
     train_split, test_split = split_names(root, args.train_split, args.test_split)
     train_set, class_names = open_split(root, train_split, None, args.clip_boxes, args.data_seed,
                                         args.train_images)
-    test_set = None if args.no_eval else open_split(root, test_split, class_names,
-                                                    args.clip_boxes, args.data_seed)[0]
+    test_set = None
+    if not args.no_eval:
+        try:
+            test_set = open_split(root, test_split, class_names, args.clip_boxes,
+                                  args.data_seed)[0]
+        except MissingSplit as e:
+            raise MissingSplit(f"{e}; name the test split with --test-split, or train "
+                               "without a test evaluation with --no-eval") from None
     source = (f"{args.dataset} images" if root is None else f"images of split {train_split!r} "
               f"of {root}" + ("" if args.no_eval else f" (test split {test_split!r})"))
     return read_samples(train_set, args.train_images), test_set, class_names, source
@@ -290,7 +297,10 @@ def cmd_evaluate(args):
     trained = tuple(model.cfg.class_names)
     if root is not None:
         # The data's own names first, so a checkpoint for other classes is named as such.
-        data_names = open_split(root, args.split, clip_boxes=args.clip_boxes)[1]
+        try:
+            data_names = open_split(root, args.split, clip_boxes=args.clip_boxes)[1]
+        except MissingSplit as e:
+            raise MissingSplit(f"{e}; name the split to evaluate with --split") from None
         if not set(data_names) <= set(trained):
             raise ValueError(f"--checkpoint {args.checkpoint}: trained for classes {list(trained)}, "
                              f"but {root} has {sorted(set(data_names) - set(trained))}")
@@ -305,13 +315,13 @@ def cmd_evaluate(args):
 
 
 def _evaluate_and_print(model, samples, class_names, json_path=None, png_path=None):
-    from .evaluate import coco_map, evaluate_detections, format_ap_table, plot_pr_curves
+    from .evaluate import (coco_map, evaluate_detections, format_ap_table, ground_truths,
+                           plot_pr_curves)
     from .detect import predict_dataset
     t0 = time.time()
     dets = predict_dataset(model, samples)
     seconds = time.time() - t0
-    gts = [{"boxes": s["boxes"], "labels": s["labels"], "difficult": s.get("difficult")}
-           for s in samples]
+    gts = ground_truths(samples)
     voc = evaluate_detections(dets, gts, class_names, method="area")
     voc07 = evaluate_detections(dets, gts, class_names, method="voc07")
     coco = coco_map(dets, gts, class_names)

@@ -1,6 +1,7 @@
 """The shared convolutional layers ("backbone") that both the RPN and the Fast R-CNN head read.
 
-Four named configurations, each a Sequential of Conv2d / ReLU / MaxPool2d:
+Four named configurations, each a Sequential of Conv2d / ReLU / MaxPool2d (with a GroupNorm
+between each conv and its ReLU when config.backbone_norm is "group"):
 
     "small"  4 convs 32-64-128-128, 3x3 pad 1, three 2x2 max-pools   -> stride 8
              (the CPU default for ~128 px images; docs/DESIGN.md: the small preset)

@@ -14,6 +14,7 @@ The network itself (model.py) knows nothing of this: like chainercv's FasterRCNN
 a JointTraining wraps a model and keeps the loss gradients between forward and backward.
 
     step = JointTraining(model)
+    model.zero_grad()                      # backward adds into .grad
     terms, samples = step.forward(images, sizes, gt_boxes, gt_labels, rng)
     step.backward()                        # every parameter's .grad now holds dL/dW
 

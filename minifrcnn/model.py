@@ -126,6 +126,11 @@ class FasterRCNN(Module):
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"images: expected (N, 3, H, W) floats in [0, 1] or a list of "
                                  f"HxWx3 uint8 arrays, got shape {images.shape}")
+            lo, hi = (float(images.min()), float(images.max())) if images.size else (0, 0)
+            if not (0 <= lo and hi <= 1):          # 0..255 pixels, or an already normalised batch
+                raise ValueError(f"images: expected floats in [0, 1], got values from {lo:.4g} "
+                                 f"to {hi:.4g}; divide 0..255 pixels by 255, or pass the images "
+                                 "as a list of HxWx3 uint8 arrays (predict normalises them)")
             images = [np.clip(np.round(im.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
                       for im in images]
         originals = [np.asarray(im).shape[:2] for im in images]

@@ -35,7 +35,7 @@ from minifrcnn.boxes import box_iou  # noqa: E402
 from minifrcnn.config import config_for_data  # noqa: E402
 from minifrcnn.data.transforms import prepare_batch  # noqa: E402
 from minifrcnn.detect import offscreen_figure, predict_dataset  # noqa: E402
-from minifrcnn.evaluate import evaluate_detections  # noqa: E402
+from minifrcnn.evaluate import evaluate_detections, ground_truths  # noqa: E402
 from minifrcnn.joint_training import JointTraining  # noqa: E402
 from minifrcnn.model import FasterRCNN  # noqa: E402
 from minifrcnn.ops import softmax  # noqa: E402
@@ -76,9 +76,7 @@ def probe(model, test, class_names):
         bg_right += int((guess[~fg] == 0).sum())
         bg_all += int((~fg).sum())
     model.drop_caches()
-    gts = [{"boxes": s["boxes"], "labels": s["labels"], "difficult": s.get("difficult")}
-           for s in test]
-    m = evaluate_detections(predict_dataset(model, test), gts, class_names)["map"]
+    m = evaluate_detections(predict_dataset(model, test), ground_truths(test), class_names)["map"]
     return {"rpn_recall": found / max(total, 1), "head_fg_acc": fg_right / max(fg_all, 1),
             "head_bg_acc": bg_right / max(bg_all, 1), "map50": m}
 

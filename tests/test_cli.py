@@ -486,3 +486,31 @@ def test_a_second_train_into_a_busy_folder_is_told_about_the_lock_first(capsys, 
         assert (run_dir / "losses.jsonl").exists()               # --overwrite deleted nothing
     finally:
         holder.communicate("")
+
+
+def test_a_folder_without_the_test_split_says_which_flag_picks_one(capsys, tmp_path):
+    """A VOC2012-style folder (train and val, no test): the line lists the splits there and
+    says which flag chooses one (train: --test-split or --no-eval; evaluate: --split)."""
+    root = voc_folder(tmp_path / "voc")
+    main_dir = os.path.join(root, "ImageSets", "Main")
+    os.rename(os.path.join(main_dir, "test.txt"), os.path.join(main_dir, "val.txt"))
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "run"),
+                        *TRAIN)[::2], "no split file", "splits there: train, val", "--test-split",
+                   "--no-eval")
+    assert not (tmp_path / "run").exists()              # nothing was made for a run that failed
+    ckpt = str(tmp_path / "m.npz")
+    FasterRCNN(Config.small(num_classes=4, class_names=shapes.CLASS_NAMES)).save(ckpt)
+    one_line_error(*run(capsys, "evaluate", "--checkpoint", ckpt, "--data-dir", root)[::2],
+                   "no split file", "--split")
+
+
+def test_split_and_class_files_saved_with_a_byte_order_mark_are_read(capsys, tmp_path):
+    """Windows editors start a UTF-8 text file with a byte-order mark: it is no part of the
+    first id or class name."""
+    root = voc_folder(tmp_path / "voc")
+    for name in ("classes.txt", os.path.join("ImageSets", "Main", "train.txt")):
+        path = os.path.join(root, name)
+        text = open(path, encoding="utf-8").read()
+        open(path, "w", encoding="utf-8-sig").write(text)
+    code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "run"), *TRAIN)
+    assert code == 0, err

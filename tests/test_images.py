@@ -61,6 +61,16 @@ def test_transparent_pixels_are_composited_over_white(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "p.png")[0], [[40, 40, 40], [255, 255, 255]])
 
 
+def test_a_16_bit_grey_png_with_a_transparent_value_keeps_its_greys(tmp_path):
+    """A 16-bit PNG's tRNS names one grey value as see-through: those pixels are white, every
+    other pixel keeps its grey (value / 257), not clipped to white by convert("RGBA")."""
+    raw = np.array([[0, 257 * 10, 257 * 200, 65535]], dtype=np.uint16)
+    Image.fromarray(raw).save(tmp_path / "t.png", transparency=0)
+    im = Image.open(tmp_path / "t.png")
+    assert im.mode.startswith("I") and "transparency" in im.info
+    np.testing.assert_array_equal(read_image(tmp_path / "t.png")[0, :, 0], [255, 10, 200, 255])
+
+
 def test_black_and_white_palette_and_cmyk(tmp_path, picture):
     pil = Image.fromarray(picture)
     for mode, suffix in (("1", ".png"), ("P", ".png"), ("CMYK", ".tif")):

@@ -62,6 +62,10 @@ def test_predict_formats_and_original_coordinates():
     np.testing.assert_allclose(again[1]["boxes"], same[1]["boxes"], rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="image 0"):
         model.predict([np.zeros((5, 5), np.uint8)])
+    # floats outside [0, 1] (0..255 pixels, a normalised batch) would be clipped: refused
+    for wrong in (floats * 255, floats - 0.5):
+        with pytest.raises(ValueError, match=r"images: expected floats in \[0, 1\]"):
+            model.predict(wrong)
 
 
 def test_save_load_round_trip(tmp_path):

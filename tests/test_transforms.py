@@ -141,3 +141,12 @@ def test_check_images_names_each_sample_by_its_file_else_its_id():
                          ({"image": tiny, "id": "t"}, "t"), ({"image": tiny}, "1")):
         with pytest.raises(ValueError, match=rf"^image {name}: 6x6 px is too small"):
             check_images(iter([good, sample]), cfg)
+
+
+def test_prepare_batch_for_training_needs_the_generator_that_flips():
+    cfg = Config.small()
+    sample = {"image": np.zeros((32, 32, 3), np.uint8)}
+    with pytest.raises(ValueError, match="rng: .*numpy Generator.*train=False"):
+        prepare_batch([sample], cfg)
+    assert prepare_batch([sample], cfg.replace(flip=False))[0].shape == (1, 3, 32, 32)
+    assert prepare_batch([sample], cfg, train=False)[0].shape == (1, 3, 32, 32)

@@ -16,7 +16,9 @@ so a picture is the same pixels everywhere. Two things that a plain
       RGBA, LA, PA, or any image with a transparent colour           composited over white (as
                                                                       a viewer shows it on a page)
       I;16 (16-bit grey; PNG and TIFF), I read from a PNG (16-bit    value / 257, rounded
-      grey in older Pillow)                                           (65535 -> 255)
+      grey in older Pillow)                                           (65535 -> 255); a
+                                                                      transparent grey value
+                                                                      becomes white
       anything else (F: 32-bit float, I from other files, LAB, ...)  refused, naming the file:
                                                                       its range is not known
 
@@ -50,12 +52,15 @@ def read_image(path, name=None):
 
 def to_rgb(im, name="image", file_format=None):
     """A PIL image as (H, W, 3) uint8 RGB by its mode's rule; a ValueError naming it if none."""
+    if im.mode in SIXTEEN_BIT_MODES or (im.mode == "I" and file_format == "PNG"):
+        raw = np.asarray(im, dtype=np.float64)                                  # (H, W) 0..65535
+        grey = np.round(raw / 257.0)                                            # (H, W) in 0..255
+        if "transparency" in im.info:          # one grey value marks the see-through pixels:
+            grey[raw == im.info["transparency"]] = 255        # white, as over a page
+        return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)           # (H, W, 3)
     if im.mode in ALPHA_MODES or "transparency" in im.info:
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, im.convert("RGBA"))
-    elif im.mode in SIXTEEN_BIT_MODES or (im.mode == "I" and file_format == "PNG"):
-        grey = np.round(np.asarray(im, dtype=np.float64) / 257.0)               # (H, W) in 0..255
-        return np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)           # (H, W, 3)
     elif im.mode not in RGB_MODES:
         raise ValueError(f"{name}: PIL mode {im.mode} pixels have no range that maps to 8-bit "
                          "RGB without guessing; save the image as 8-bit RGB or grey, or 16-bit "

@@ -199,6 +199,10 @@ def prepare_batch(samples, cfg, rng=None, train=True):
     Returns (images (N, 3, H, W) float32 NumPy, sizes [(h, w)], boxes [(G_i, 4) float32],
     labels [(G_i,) int64], scales [float]).
     """
+    if train and cfg.flip and rng is None:
+        raise ValueError("rng: training images are flipped at random (cfg.flip), so "
+                         "prepare_batch(..., train=True) needs a numpy Generator; test images "
+                         "take train=False")
     arrays, boxes_out, labels_out, scales = [], [], [], []
     for k, s in enumerate(samples):
         img = np.asarray(s["image"])

@@ -69,6 +69,10 @@ class DatasetError(ValueError):
     """A data set folder or file is missing or malformed; the message names which."""
 
 
+class MissingSplit(DatasetError):
+    """ImageSets/Main/<split>.txt does not exist; the message lists the splits that do."""
+
+
 def _text(node, tag):
     """Stripped text of node/<tag>, or None when the tag is missing or empty."""
     child = node.find(tag)
@@ -202,9 +206,9 @@ def read_split_file(root, split):
             available = sorted(f[:-4] for f in os.listdir(main)
                                if f.endswith(".txt") and "_" not in f)
         hint = f" (splits there: {', '.join(available)})" if available else ""
-        raise DatasetError(f"split {split!r}: no split file {path}{hint}")
+        raise MissingSplit(f"split {split!r}: no split file {path}{hint}")
     first_line = {}                                              # id -> its line number
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:       # -sig: a Windows editor's byte-order mark
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -355,7 +359,7 @@ class VOCDataset:
         else:
             path = os.path.join(self.root, "classes.txt")
             if os.path.isfile(path):
-                with open(path) as f:
+                with open(path, encoding="utf-8-sig") as f:   # -sig: a byte-order mark is no name
                     names = tuple(line.strip() for line in f if line.strip())
                 source = f"the classes in {path}"
             else:
