@@ -233,6 +233,7 @@ def _train_in_locked_folder(args, device):
         from .model import FasterRCNN
         start_model = FasterRCNN(cfg)
         load_backbone_weights(start_model.backbone, args.backbone_weights)
+    test_samples = read_samples(test_set) if args.eval_every else None   # read once, used twice
     t0 = time.time()
     if args.scheme == "alternating":
         from .paper.alternating import train_alternating
@@ -243,8 +244,7 @@ def _train_in_locked_folder(args, device):
     else:
         model = train(cfg, samples, args.out, device=device, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
-                      model=start_model, eval_every=args.eval_every,
-                      eval_set=read_samples(test_set) if args.eval_every else None,
+                      model=start_model, eval_every=args.eval_every, eval_set=test_samples,
                       class_names=class_names)
     seconds, evaluating = time.time() - t0, ""
     if args.eval_every:              # the training time without the evaluations, from the log
@@ -256,7 +256,7 @@ def _train_in_locked_folder(args, device):
           f"{os.path.join(args.out, 'model.npz')}")
     if args.no_eval:
         return
-    _evaluate_and_print(model, read_samples(test_set), class_names,
+    _evaluate_and_print(model, test_samples or read_samples(test_set), class_names,
                         os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
 
 

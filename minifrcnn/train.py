@@ -147,18 +147,17 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
         model.to(device)
         optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                         weight_decay=cfg.weight_decay)
-        start = 0
+        start, previous = 0, []          # previous: the log records kept by a resume
         if resume:
             if not os.path.exists(ckpt_path):
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
             start = load_checkpoint(ckpt_path, model, optimizer)
-            _truncate_log(log_path, start, log)
+            previous = _truncate_log(log_path, start, log)
             log(f"resumed from {ckpt_path} at iteration {start}")
         elif os.path.exists(log_path):
             os.remove(log_path)
 
         curve = MapCurve(out_dir, start) if eval_every else None
-        previous = read_log(log_path) if start and os.path.exists(log_path) else []
         train_seconds = previous[-1].get("train_seconds", 0.0) if previous else 0.0
         bar = _progress(range(start, cfg.iters), progress, start, cfg.iters)
         it = start
@@ -354,9 +353,10 @@ def _damaged(log_path, line_number, text):
 
 def _truncate_log(log_path, iteration, log=print):
     """Before a resume from the checkpoint of `iteration`: keep the records of the iterations
-    before it (the later ones are recomputed) and drop a torn last line, in one note."""
+    before it (the later ones are recomputed) and drop a torn last line, in one note.
+    Returns the records kept."""
     if not os.path.exists(log_path):
-        return
+        return []
     records, torn = _read_records(log_path)
     keep = [r for r in records if r["iter"] < iteration]
     dropped = []
@@ -369,6 +369,7 @@ def _truncate_log(log_path, iteration, log=print):
             f"checkpoint at iteration {iteration}")
     with open(log_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)
+    return keep
 
 
 def plot_losses(log_path, png_path, smooth=20):
