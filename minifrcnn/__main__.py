@@ -420,7 +420,7 @@ def build_parser():
     add_data_arguments(s)
     s.add_argument("--train-split", help="default: as train's")
     s.add_argument("--out", required=True, help="npz file for the backbone weights")
-    s.add_argument("--backbone", default="small", choices=["tiny", "small", "zf", "vgg16"])
+    s.add_argument("--backbone", default="small4", choices=["tiny", "small4", "small", "zf", "vgg16"])
     s.add_argument("--iters", type=positive_int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--train-images", type=positive_int)

@@ -1,14 +1,16 @@
 """The shared convolutional layers ("backbone") that both the RPN and the Fast R-CNN head read.
 
-Four named configurations, each a Sequential of Conv2d / ReLU / MaxPool2d (with a GroupNorm
+Five named configurations, each a Sequential of Conv2d / ReLU / MaxPool2d (with a GroupNorm
 between each conv and its ReLU when config.backbone_norm is "group"):
 
-    "small"  4 convs 32-64-128-128, 3x3 pad 1, three 2x2 max-pools   -> stride 8
+    "small4" 4 convs 32-64-128-128, 3x3 pad 1, two 2x2 max-pools     -> stride 4
              (the CPU default for ~128 px images; docs/DESIGN.md: the small preset)
+    "small"  the same with a third max-pool before the last conv      -> stride 8
+             (the CPU default before 2026-12; docs/time-to-accuracy: why stride 4)
     "zf"     Zeiler & Fergus' 5 conv layers as used in the paper       -> stride 16
              conv1 96 7x7/2, pool 3x3/2, conv2 256 5x5/2, pool 3x3/2, conv3 384, conv4 384, conv5 256
     "vgg16"  the 13 conv layers of VGG-16 (conv5_3 output)            -> stride 16
-    "tiny"   "small" with 4-8 channels, for gradient checks and quick demonstrations
+    "tiny"   "small4" with 4-8 channels, for gradient checks and quick demonstrations
 
 The paper starts from ImageNet weights; we cannot download any, so these start from He
 initialisation. A user's own weights load from an npz file whose keys are the parameter names
@@ -41,8 +43,10 @@ from .ops.checks import check_int
 BACKBONES = {
     "small": {"stride": 8, "layers": [(32, 3, 1, 1), "M", (64, 3, 1, 1), "M",
                                       (128, 3, 1, 1), "M", (128, 3, 1, 1)]},
-    "tiny": {"stride": 8, "layers": [(4, 3, 1, 1), "M", (8, 3, 1, 1), "M",
-                                     (8, 3, 1, 1), "M", (8, 3, 1, 1)]},
+    "small4": {"stride": 4, "layers": [(32, 3, 1, 1), "M", (64, 3, 1, 1), "M",
+                                       (128, 3, 1, 1), (128, 3, 1, 1)]},
+    "tiny": {"stride": 4, "layers": [(4, 3, 1, 1), "M", (8, 3, 1, 1), "M",
+                                     (8, 3, 1, 1), (8, 3, 1, 1)]},
     "zf": {"stride": 16, "layers": [(96, 7, 2, 3), "M3", (256, 5, 2, 2), "M3",
                                     (384, 3, 1, 1), (384, 3, 1, 1), (256, 3, 1, 1)]},
     "vgg16": {"stride": 16, "layers": [(64, 3, 1, 1), (64, 3, 1, 1), "M",

@@ -2,8 +2,9 @@
 
 Where the paper is silent the value is py-faster-rcnn's (docs/DESIGN.md lists them).
 `Config()` is the paper's setting (600 px images, stride 16, anchors 128-512 px);
-`Config.small()` is the CPU preset for ~128 px images, which overrides only what the
-data needs (backbone, stride, anchor sizes, image size, learning rate, iterations), and
+`Config.small()` is the CPU preset for ~128 px images, which overrides what the data needs
+(backbone, stride, anchor sizes, image size) and what makes a detector trained from scratch
+learn in minutes (optimiser, jittered ground-truth RoIs, iterations; docs/time-to-accuracy), and
 `config_for_data(samples, class_names)` sizes that preset to a data set: the config the
 command line trains with.
 
@@ -33,7 +34,7 @@ class Config:
     flip: bool = True                   # random horizontal flip while training
 
     # --- backbone (shared conv layers) ------------------------------------------------
-    backbone: str = "vgg16"             # "small" | "zf" | "vgg16" (see backbones.py)
+    backbone: str = "vgg16"             # "small4" | "small" | "zf" | "vgg16" (see backbones.py)
     feat_stride: int = 16               # pixels of the image per cell of the feature map
     backbone_norm: str = "none"         # "none": conv -> ReLU (the paper's); "group": conv ->
                                         # GroupNorm -> ReLU (Wu & He 2018; not in the paper)
@@ -66,12 +67,15 @@ class Config:
     roi_bg_iou_hi: float = 0.5          # background IoU in [lo, hi)
     roi_bg_iou_lo: float = 0.1
     bbox_stds: tuple = (0.1, 0.1, 0.2, 0.2)   # head regression targets are divided by these
+    roi_gt_jitter: int = 0              # extra candidate RoIs per gt box, jittered (0: the paper's)
 
     # --- RoI pooling and head ---------------------------------------------------------
     roi_op: str = "pool"                # "pool" (RoI max pooling, the paper) | "align" (RoIAlign)
     roi_output_size: int = 7
     roi_align_sampling_ratio: int = 2
     head_hidden: int = 4096             # width of the two fc layers
+    head_cls_std: float = 0.01          # Gaussian init std of the class layer (py-faster-rcnn's)
+    head_reg_std: float = 0.001         # ... and of the box layer
 
     # --- loss -------------------------------------------------------------------------
     rpn_lambda: float = 10.0            # lambda balancing L_cls and L_reg in the RPN loss
@@ -82,11 +86,14 @@ class Config:
                                         # "py-faster-rcnn": both terms / sampled count, lambda=1
 
     # --- optimiser --------------------------------------------------------------------
+    optimizer: str = "sgd"              # "sgd" (the paper's, Caffe form) | "adamw" (optim.py)
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_steps: tuple = (50000,)          # iterations where lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
+    lr_warmup_iters: int = 0            # linear warm-up over these first iterations (0: none)
+    lr_schedule: str = "step"           # "step" (x lr_gamma at lr_steps) | "linear" (to 0 at iters)
     iters: int = 70000
     images_per_batch: int = 1
 
@@ -109,14 +116,16 @@ class Config:
     def small(cls, **overrides):
         """The CPU preset for ~128 px images (docs/DESIGN.md: the paper's defaults and the small preset)."""
         values = dict(
-            backbone="small", feat_stride=8,
+            backbone="small4", feat_stride=4,
             anchor_base_size=8, anchor_scales=(2, 4, 8),   # 16, 32, 64 px
             image_min_size=128, image_max_size=256, allow_upscale=False,
             rpn_min_size=4.0,
             rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=300,
             rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=100,
+            roi_gt_jitter=4,
             head_hidden=256,
-            lr=0.01, images_per_batch=2, iters=5000, lr_steps=(4000,),
+            optimizer="adamw", lr=1e-3, lr_warmup_iters=100,
+            images_per_batch=2, iters=3000, lr_steps=(2400,),
         )
         values.update(overrides)
         return cls(**values)

@@ -44,8 +44,9 @@ class FastRCNNHead(Module):
         self.relu6 = ReLU()
         self.fc7 = Linear(hidden, hidden, init="he", rng=rng, dtype=dtype)
         self.relu7 = ReLU()
-        self.cls = Linear(hidden, num_classes + 1, init="gaussian", std=0.01, rng=rng, dtype=dtype)
-        self.reg = Linear(hidden, 4 * (num_classes + 1), init="gaussian", std=0.001, rng=rng,
+        self.cls = Linear(hidden, num_classes + 1, init="gaussian", std=cfg.head_cls_std, rng=rng,
+                          dtype=dtype)
+        self.reg = Linear(hidden, 4 * (num_classes + 1), init="gaussian", std=cfg.head_reg_std, rng=rng,
                           dtype=dtype)
         self.cache = None                  # (RoI pooling's cache, pooled shape) of the last forward
 

@@ -135,19 +135,176 @@ class SGD:
         return self
 
 
-def lr_at(iteration, base_lr, steps, gamma=0.1):
-    """The learning rate at `iteration` for a multi-step schedule (Caffe's "multistep").
+class AdamW:
+    """Adam (Kingma & Ba, 2015) with decoupled weight decay (AdamW, Loshchilov & Hutter, 2019).
+
+    Not the paper's optimiser (it used SGD); an option of the small preset (Config.optimizer).
+    For each parameter w with gradient g, at step t = 1, 2, ...:
+
+        m <- beta1 * m + (1 - beta1) * g                      first moment
+        v <- beta2 * v + (1 - beta2) * g * g                  second moment
+        w <- w - lr * lr_mult * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+               - lr * lr_mult * weight_decay * decay_mult * w
+
+    Each weight moves by about lr per step whatever its gradient's scale, which is what makes
+    a from-scratch network's small head layers learn as fast as its large ones.
+    Same interface as SGD (set_lr, zero_grad, step, state_dict, load_state_dict); frozen
+    parameters are skipped and keep their own step count t.
+    """
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-4):
+        self.params = list(params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise ValueError(f"params: item {i} is a {type(p).__name__}, expected a Parameter "
+                                 "(pass module.parameters())")
+        self.lr = float(lr)
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.m = [None] * len(self.params)                 # one buffer each, shaped like the param
+        self.v = [None] * len(self.params)
+        self.t = [0] * len(self.params)                    # steps taken by each param
+
+    def set_lr(self, lr):
+        self.lr = float(lr)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad.fill(0)
+
+    def step(self):
+        """One update of every non-frozen parameter, in place (the formula in the class docstring)."""
+        for i, p in enumerate(self.params):
+            if not p.requires_grad:
+                continue
+            xp = get_array_module(p.data)
+            for buffers in (self.m, self.v):
+                if buffers[i] is None:
+                    buffers[i] = xp.zeros_like(p.data)          # same shape as p.data
+                elif device_of(buffers[i]) != device_of(p.data):
+                    buffers[i] = to_device(buffers[i], device_of(p.data))
+            m, v, g = self.m[i], self.v[i], p.grad
+            self.t[i] += 1
+            t = self.t[i]
+            lr = self.lr * p.lr_mult
+            # In place, one temporary array at a time (torch.optim.AdamW's order of operations):
+            # w -= lr * wd * w;  w -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+            m *= self.beta1                                     # the stored buffers, in place
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            decay = self.weight_decay * p.decay_mult
+            if decay != 0.0:
+                p.data *= 1 - lr * decay
+            denom = xp.sqrt(v)                                  # (same shape as p.data)
+            denom /= (1 - self.beta2 ** t) ** 0.5
+            denom += self.eps
+            xp.divide(m, denom, out=denom)                      # denom now holds m / denom
+            denom *= lr / (1 - self.beta1 ** t)
+            p.data -= denom
+
+    def state_dict(self):
+        """{"lr", "beta1", "beta2", "eps", "weight_decay": float, "m.<i>", "v.<i>": NumPy copies,
+        "t.<i>": the step count of parameter i} (buffers never created are left out)."""
+        state = {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                 "weight_decay": self.weight_decay}
+        for i in range(len(self.params)):
+            if self.m[i] is not None:
+                state[f"m.{i}"] = to_numpy(self.m[i]).copy()
+                state[f"v.{i}"] = to_numpy(self.v[i]).copy()
+                state[f"t.{i}"] = self.t[i]
+        return state
+
+    def load_state_dict(self, state):
+        """Restore what state_dict() returned; training then continues bit for bit.
+        A key for a parameter that does not exist or has another shape is a ValueError naming it;
+        nothing is changed unless every entry fits."""
+        m, v, t = [None] * len(self.params), [None] * len(self.params), [0] * len(self.params)
+        for key, value in state.items():
+            kind, _, index = key.partition(".")
+            if kind not in ("m", "v", "t"):
+                continue
+            try:
+                i = int(index)
+            except ValueError:
+                raise ValueError(f"AdamW.load_state_dict: {key!r}: expected 'm.<index>', "
+                                 "'v.<index>' or 't.<index>'") from None
+            if not 0 <= i < len(self.params):
+                raise ValueError(f"AdamW.load_state_dict: {key!r}: this optimiser has only "
+                                 f"{len(self.params)} parameters")
+            p = self.params[i]
+            if kind == "t":
+                t[i] = int(value)
+                continue
+            if tuple(value.shape) != p.shape:
+                raise ValueError(f"AdamW.load_state_dict: {key!r}: expected shape {p.shape}, "
+                                 f"got {tuple(value.shape)}")
+            buffer = to_device(to_numpy(value), device_of(p.data)).astype(p.dtype, copy=True)
+            (m if kind == "m" else v)[i] = buffer
+        for name in ("lr", "beta1", "beta2", "eps", "weight_decay"):
+            if name in state:
+                setattr(self, name, float(state[name]))
+        self.m, self.v, self.t = m, v, t
+        return self
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(params, cfg):
+    """The optimiser cfg.optimizer names, with cfg's lr, momentum and weight decay."""
+    if cfg.optimizer == "sgd":
+        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer: expected one of {', '.join(map(repr, OPTIMIZERS))}, "
+                     f"got {cfg.optimizer!r}")
+
+
+def lr_at(iteration, base_lr, steps, gamma=0.1, warmup=0):
+    """The learning rate at `iteration` for a multi-step schedule (Caffe's "multistep"),
+    optionally after a linear warm-up over the first `warmup` iterations:
 
         lr = base_lr * gamma ** (number of s in steps with iteration >= s)
+        lr = lr * (iteration + 1) / warmup          while iteration < warmup
 
     steps: a sequence of iterations, e.g. (50000,) for py-faster-rcnn's VOC schedule
     (lr 1e-3 for 50k iterations, then 1e-4). A bare int is refused: it could mean one step or
-    "every that many iterations".
+    "every that many iterations". warmup = 0 (the paper's) means no warm-up.
 
         lr_at(49999, 1e-3, (50000,))     # 1e-3
         lr_at(50000, 1e-3, (50000,))     # 1e-4 (up to float rounding: 1e-3 * 0.1)
+        lr_at(0, 1e-2, (4000,), warmup=100)   # 1e-4: the first of 100 warm-up steps
     """
     if isinstance(steps, (int, float)) or not hasattr(steps, "__iter__"):
         raise ValueError(f"steps: expected a sequence of iterations such as (50000,), got {steps!r}")
     passed = sum(1 for s in steps if iteration >= s)
-    return float(base_lr) * float(gamma) ** passed
+    lr = float(base_lr) * float(gamma) ** passed
+    if iteration < warmup:
+        lr *= (iteration + 1) / warmup
+    return lr
+
+
+SCHEDULES = ("step", "linear")
+
+
+def lr_for(cfg, iteration):
+    """The learning rate a Config asks for at `iteration` (the training loop calls this):
+
+        cfg.lr_schedule == "step":   lr_at(iteration, cfg.lr, cfg.lr_steps, cfg.lr_gamma, warmup)
+                                     (the paper's: constant, then x0.1 at each step)
+        cfg.lr_schedule == "linear": cfg.lr * (1 - iteration / cfg.iters), after the same warm-up
+                                     (down to 0 at the last iteration; not in the paper)
+
+    warmup = cfg.lr_warmup_iters: the first iterations ramp up linearly (lr_at's rule).
+    """
+    if cfg.lr_schedule == "step":
+        return lr_at(iteration, cfg.lr, cfg.lr_steps, cfg.lr_gamma, cfg.lr_warmup_iters)
+    if cfg.lr_schedule == "linear":
+        lr = float(cfg.lr) * max(0.0, 1.0 - iteration / cfg.iters)
+        if iteration < cfg.lr_warmup_iters:
+            lr *= (iteration + 1) / cfg.lr_warmup_iters
+        return lr
+    raise ValueError(f"lr_schedule: expected one of {', '.join(map(repr, SCHEDULES))}, "
+                     f"got {cfg.lr_schedule!r}")

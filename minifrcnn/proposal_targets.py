@@ -38,12 +38,15 @@ from .ops.checks import check_array, check_same_device
 
 
 def proposal_targets(proposals, gt_boxes, gt_labels, num_classes, rng, batch_size=128, fg_fraction=0.25,
-                     fg_iou=0.5, bg_iou_hi=0.5, bg_iou_lo=0.1, stds=(0.1, 0.1, 0.2, 0.2)):
+                     fg_iou=0.5, bg_iou_hi=0.5, bg_iou_lo=0.1, stds=(0.1, 0.1, 0.2, 0.2),
+                     gt_jitter=0):
     """Sample RoIs for the head and build their targets (see the module docstring).
 
     proposals: (R, 4) from proposal_layer (R may be 0). gt_boxes: (G, 4) (G may be 0).
     gt_labels: (G,) integers in 1..num_classes. num_classes: K, not counting background.
     rng: numpy Generator for the sampling. stds: 4 numbers the targets are divided by.
+    gt_jitter: J extra candidates per gt box (not in the paper; 0 gives the paper's sampling):
+        jittered_gt_boxes(gt_boxes, J, rng), labelled by their IoU like every other candidate.
     Requires 0 <= bg_iou_lo <= bg_iou_hi <= fg_iou <= 1 (so no RoI is both fg and bg).
 
     Returns a dict, S <= batch_size rows, the fg rows first:
@@ -72,8 +75,11 @@ def proposal_targets(proposals, gt_boxes, gt_labels, num_classes, rng, batch_siz
         raise ValueError(f"gt_labels: expected classes in 1..{num_classes} (0 is background), "
                          f"got values from {lo} to {hi}")
 
-    # 1. the candidate RoIs: the proposals and the gt boxes
-    rois_all = xp.concatenate([proposals, gt_boxes.astype(proposals.dtype)], axis=0)   # (R+G, 4)
+    # 1. the candidate RoIs: the proposals and the gt boxes (and J jittered copies of each)
+    candidates = [proposals, gt_boxes.astype(proposals.dtype)]
+    if gt_jitter > 0 and G > 0:
+        candidates.append(jittered_gt_boxes(gt_boxes, gt_jitter, rng).astype(proposals.dtype))
+    rois_all = xp.concatenate(candidates, axis=0)                          # (R+G(1+J), 4)
     n_all = rois_all.shape[0]
     if G > 0:
         iou = box_iou(rois_all, gt_boxes)                                  # (R+G, G)
@@ -113,10 +119,34 @@ def proposal_targets(proposals, gt_boxes, gt_labels, num_classes, rng, batch_siz
             "bbox_weights": bbox_weights, "max_iou": max_iou[keep], "matched_gt": matched_gt}
 
 
+JITTER = 0.2      # a jittered box's edges move by up to this fraction of the box's width / height
+
+
+def jittered_gt_boxes(gt_boxes, copies, rng):
+    """`copies` randomly moved copies of every gt box: each edge moves by a uniform amount in
+    [-JITTER, JITTER] times the box's width (x1, x2) or height (y1, y2):
+
+        (x1, y1, x2, y2) + (u1 w, u2 h, u3 w, u4 h),   u ~ U(-0.2, 0.2)
+
+    Their IoU with the box spreads over about 0.45-1, so most become foreground RoIs that look
+    like what a trained RPN proposes, and the rest hard background: the head gets such RoIs
+    from the first iteration, before the RPN proposes anything near the objects.
+    (x2 >= x1 always: the two edges move towards each other by at most 0.4 of the side.)
+    gt_boxes: (G, 4); rng: numpy Generator (drawn on the host). Returns (G * copies, 4), box by box.
+    """
+    xp = get_array_module(gt_boxes)
+    boxes = xp.repeat(gt_boxes, copies, axis=0)                             # (G*J, 4)
+    w = boxes[:, 2] - boxes[:, 0]                                           # (G*J,)
+    h = boxes[:, 3] - boxes[:, 1]                                           # (G*J,)
+    u = xp.asarray(rng.uniform(-JITTER, JITTER, size=(boxes.shape[0], 4)))   # (G*J, 4)
+    return boxes + u * xp.stack([w, h, w, h], axis=1)                        # (G*J, 4)
+
+
 def proposal_target_settings(cfg):
     """The keyword arguments of proposal_targets taken from a Config:
 
         proposal_targets(proposals, gt_boxes, gt_labels, cfg.num_classes, rng, **proposal_target_settings(cfg))
     """
     return dict(batch_size=cfg.roi_batch_size, fg_fraction=cfg.roi_fg_fraction, fg_iou=cfg.roi_fg_iou,
-                bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo, stds=tuple(cfg.bbox_stds))
+                bg_iou_hi=cfg.roi_bg_iou_hi, bg_iou_lo=cfg.roi_bg_iou_lo, stds=tuple(cfg.bbox_stds),
+                gt_jitter=cfg.roi_gt_jitter)

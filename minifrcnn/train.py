@@ -46,7 +46,7 @@ from .evaluate import evaluate_detections, ground_truths
 from .joint_training import PARTS, JointTraining
 from .model import FasterRCNN, config_from_checkpoint, weights_in_checkpoint
 from .npz import read_npz
-from .optim import SGD, lr_at
+from .optim import lr_for, make_optimizer
 from .run_folder import run_folder_lock
 
 LOSS_TERMS = ("rpn_cls", "rpn_reg", "head_cls", "head_reg", "total")
@@ -145,8 +145,7 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     with run_folder_lock(out_dir, log):
         model = FasterRCNN(cfg) if model is None else model
         model.to(device)
-        optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                        weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model.parameters(), cfg)
         start, previous = 0, []          # previous: the log records kept by a resume
         if resume:
             if not os.path.exists(ckpt_path):
@@ -305,7 +304,7 @@ def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):
     idx = batch_indices(len(dataset), cfg.images_per_batch, it, cfg.seed)
     images, sizes, boxes, labels, scales = prepare_batch([dataset[i] for i in idx], cfg, rng)
     images = to_device(images, model.device())
-    optimizer.set_lr(lr_at(it, cfg.lr, cfg.lr_steps, cfg.lr_gamma))
+    optimizer.set_lr(lr_for(cfg, it))
     model.zero_grad()
     terms, _ = step.forward(images, sizes, boxes, labels, rng, scales=scales)
     values = {k: float(v) for k, v in terms.items()}

@@ -39,7 +39,7 @@ from minifrcnn.evaluate import evaluate_detections, ground_truths  # noqa: E402
 from minifrcnn.joint_training import JointTraining  # noqa: E402
 from minifrcnn.model import FasterRCNN  # noqa: E402
 from minifrcnn.ops import softmax  # noqa: E402
-from minifrcnn.optim import SGD, lr_at  # noqa: E402
+from minifrcnn.optim import lr_for, make_optimizer  # noqa: E402
 from minifrcnn.proposal_targets import proposal_target_settings, proposal_targets  # noqa: E402
 from minifrcnn.train import LOSS_TERMS, batch_indices  # noqa: E402
 
@@ -84,8 +84,7 @@ def probe(model, test, class_names):
 def run(cfg, train_set, test, class_names, every, out_dir, log=print):
     model = FasterRCNN(cfg)
     step = JointTraining(model)
-    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model.parameters(), cfg)
     names = layer_names(model)
     params = dict(model.named_parameters())
     rows, acc = [], {}
@@ -94,7 +93,7 @@ def run(cfg, train_set, test, class_names, every, out_dir, log=print):
         rng = np.random.default_rng([cfg.seed, it])
         idx = batch_indices(len(train_set), cfg.images_per_batch, it, cfg.seed)
         images, sizes, boxes, labels, scales = prepare_batch([train_set[i] for i in idx], cfg, rng)
-        optimizer.set_lr(lr_at(it, cfg.lr, cfg.lr_steps, cfg.lr_gamma))
+        optimizer.set_lr(lr_for(cfg, it))
         model.zero_grad()
         terms, samples = step.forward(images, sizes, boxes, labels, rng, scales=scales)
         step.backward()

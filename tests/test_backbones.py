@@ -10,7 +10,7 @@ from minifrcnn.model import FasterRCNN
 
 
 @pytest.mark.parametrize("name,size", [("tiny", (37, 50)), ("small", (64, 72)),
-                                       ("zf", (96, 112)), ("vgg16", (48, 64))])
+                                       ("small4", (61, 70)), ("zf", (96, 112)), ("vgg16", (48, 64))])
 def test_output_shape_matches_feature_size(name, size):
     net = build_backbone(name, np.random.default_rng(0))
     x = np.random.default_rng(1).standard_normal((1, 3) + size).astype(np.float32)
@@ -22,6 +22,10 @@ def test_output_shape_matches_feature_size(name, size):
 def test_strides_are_the_papers():
     assert backbone_stride("zf") == 16 and backbone_stride("vgg16") == 16
     assert backbone_stride("small") == 8 and backbone_channels("small") == 128
+    assert backbone_stride("small4") == 4 and backbone_channels("small4") == 128
+    # small4 is small without its third pool: the same convs, so the same parameter shapes
+    assert [p.shape for p in build_backbone("small4", np.random.default_rng(0)).parameters()] == \
+        [p.shape for p in build_backbone("small", np.random.default_rng(0)).parameters()]
     assert sum(1 for layer in BACKBONES["vgg16"]["layers"] if layer != "M") == 13
     with pytest.raises(ValueError, match="backbone 'resnet'"):
         build_backbone("resnet", np.random.default_rng(0))

@@ -319,14 +319,14 @@ def test_images_too_small_for_the_backbone_are_named_before_training(capsys, che
     from PIL import Image
     root = voc_folder(tmp_path / "voc")
     tiny = split_ids(root, split)[-1]                  # not the first batch's
-    Image.new("RGB", (6, 6)).save(os.path.join(root, "JPEGImages", f"{tiny}.png"))
-    edit_xml(root, tiny, r"<width>64</width>\s*<height>64</height>", "<width>6</width><height>6</height>")
+    Image.new("RGB", (3, 3)).save(os.path.join(root, "JPEGImages", f"{tiny}.png"))
+    edit_xml(root, tiny, r"<width>64</width>\s*<height>64</height>", "<width>3</width><height>3</height>")
     edit_xml(root, tiny, r"<object>.*</object>", "")                 # its objects go
     one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "r"),
-                        *TRAIN)[::2], f"{tiny}.png", "6x6 px is too small", "at least 8 px")
+                        *TRAIN)[::2], f"{tiny}.png", "3x3 px is too small", "at least 4 px")
     assert nothing_trained(tmp_path / "r")
     one_line_error(*run(capsys, "evaluate", "--checkpoint", checkpoint, "--data-dir", root,
-                        "--split", split)[::2], f"{tiny}.png", "6x6 px is too small")
+                        "--split", split)[::2], f"{tiny}.png", "3x3 px is too small")
 
 
 def test_clip_boxes_flag_for_boxes_past_the_image(capsys, tmp_path):

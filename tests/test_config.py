@@ -10,7 +10,7 @@ from minifrcnn.config import LR_STEP_AT, Config, config_for_data
 
 def test_with_iters_moves_the_lr_step_to_80_percent():
     cfg = Config.small()
-    assert cfg.iters == 5000 and cfg.lr_steps == (int(5000 * LR_STEP_AT),)   # the preset obeys it
+    assert cfg.iters == 3000 and cfg.lr_steps == (int(3000 * LR_STEP_AT),)   # the preset obeys it
     assert cfg.with_iters(150).lr_steps == (120,) and cfg.with_iters(150).iters == 150
     assert cfg.with_iters(5).lr_steps == cfg.with_iters(6).lr_steps == (4,)
     assert cfg.with_iters(1).lr_steps == (1,)          # never a step before the first iteration

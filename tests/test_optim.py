@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from minifrcnn.layers import Linear, Parameter, ReLU, Sequential
-from minifrcnn.optim import SGD, lr_at
+from minifrcnn.config import Config
+from minifrcnn.optim import SGD, AdamW, lr_at, lr_for, make_optimizer
 
 
 def test_two_steps_by_hand():
@@ -161,3 +162,113 @@ def test_set_lr_and_lr_at():
     assert lr_at(5, 0.01, ()) == 0.01
     with pytest.raises(ValueError, match="steps"):
         lr_at(5, 0.01, 50000)
+
+
+# --- AdamW and the warm-up -------------------------------------------------------------------
+
+def test_adamw_two_steps_by_hand():
+    # lr 0.1, weight decay 0.1, gradient 0.5 twice; w starts at 1.0, the bias (no decay) at 1.0.
+    w = Parameter(np.array([1.0]), "weight")
+    b = Parameter(np.array([1.0]), "bias", decay_mult=0.0)
+    opt = AdamW([w, b], lr=0.1, weight_decay=0.1)
+    for p in (w, b):
+        p.grad[...] = 0.5
+    opt.step()
+    # m1 = 0.1 * 0.5 = 0.05, mhat = 0.05 / (1 - 0.9) = 0.5; v1 = 0.001 * 0.25, vhat = 0.25
+    # w1 = 1 - 0.1 * (0.5 / (0.5 + 1e-8) + 0.1 * 1.0) = 0.89;  b1 = 1 - 0.1 = 0.9
+    assert w.data[0] == pytest.approx(0.89, abs=1e-8)
+    assert b.data[0] == pytest.approx(0.9, abs=1e-8)
+    opt.step()
+    # m2 = 0.9 * 0.05 + 0.05 = 0.095, mhat = 0.095 / 0.19 = 0.5; vhat = 0.25 again
+    # w2 = 0.89 - 0.1 * (1 + 0.1 * 0.89) = 0.7811;  b2 = 0.9 - 0.1 = 0.8
+    assert w.data[0] == pytest.approx(0.7811, abs=1e-8)
+    assert b.data[0] == pytest.approx(0.8, abs=1e-8)
+    assert opt.t == [2, 2]
+
+
+def test_adamw_matches_formula_on_arrays_and_keeps_float32():
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(3)]
+    p = Parameter(w0.copy(), "weight")
+    opt = AdamW([p], lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=5e-4)
+    w, m, v = w0.copy(), 0.0, 0.0
+    for t, g in enumerate(grads, start=1):
+        p.grad[...] = g
+        opt.step()
+        m = 0.8 * m + 0.2 * g
+        v = 0.99 * v + 0.01 * g * g
+        w = w - 0.01 * ((m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.99 ** t)) + 1e-6) + 5e-4 * w)
+    assert np.allclose(p.data, w, rtol=0, atol=1e-14)
+    net = _net(0)
+    opt = AdamW(net.parameters(), lr=0.01)
+    _train(net, opt, 2, seed=1)
+    assert all(p.dtype == np.float32 for p in net.parameters())
+    assert all(b.dtype == np.float32 for b in opt.m + opt.v)
+
+
+def test_adamw_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((5, 2))
+    grads = [rng.standard_normal((5, 2)) for _ in range(4)]
+    p = Parameter(w0.copy(), "weight")
+    opt = AdamW([p], lr=0.02, weight_decay=0.01)
+    tw = torch.tensor(w0.copy(), requires_grad=True)
+    topt = torch.optim.AdamW([tw], lr=0.02, weight_decay=0.01, eps=1e-8)
+    for g in grads:
+        p.grad[...] = g
+        opt.step()
+        tw.grad = torch.tensor(g)
+        topt.step()
+    assert np.allclose(p.data, tw.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_adamw_resume_is_exact_and_state_errors():
+    net_a = _net(0)
+    opt_a = AdamW(net_a.parameters(), lr=0.01)
+    _train(net_a, opt_a, 3, seed=1)
+    model_state, opt_state = net_a.state_dict(), opt_a.state_dict()
+    _train(net_a, opt_a, 2, seed=2)
+    net_b = _net(7)
+    opt_b = AdamW(net_b.parameters(), lr=0.5)
+    net_b.load_state_dict(model_state)
+    opt_b.load_state_dict(opt_state)
+    assert opt_b.lr == 0.01 and opt_b.t == [3, 3, 3, 3]
+    _train(net_b, opt_b, 2, seed=2)
+    for pa, pb in zip(net_a.parameters(), net_b.parameters()):
+        assert np.array_equal(pa.data, pb.data)
+    net_c = _net(7)                                     # without the moments: another result
+    opt_c = AdamW(net_c.parameters(), lr=0.01)
+    net_c.load_state_dict(model_state)
+    _train(net_c, opt_c, 2, seed=2)
+    assert not np.array_equal(net_a[0].weight.data, net_c[0].weight.data)
+    with pytest.raises(ValueError, match=r"'m\.0'.*\(4, 6\).*\(2, 2\)"):
+        opt_a.load_state_dict(dict(opt_state, **{"m.0": np.zeros((2, 2))}))
+    with pytest.raises(ValueError, match=r"'v\.9'"):
+        opt_a.load_state_dict(dict(opt_state, **{"v.9": np.zeros(3)}))
+
+
+def test_make_optimizer_and_warmup():
+    params = [Parameter(np.zeros(1))]
+    assert isinstance(make_optimizer(params, Config(num_classes=1)), SGD)          # the paper's
+    assert isinstance(make_optimizer(params, Config.small(num_classes=1)), AdamW)  # the small preset
+    with pytest.raises(ValueError, match="optimizer: expected one of 'sgd', 'adamw', got 'adam'"):
+        make_optimizer(params, Config.small(num_classes=1, optimizer="adam"))
+    assert lr_at(0, 0.01, (50,), warmup=10) == pytest.approx(0.001)
+    assert lr_at(4, 0.01, (50,), warmup=10) == pytest.approx(0.005)
+    assert lr_at(10, 0.01, (50,), warmup=10) == 0.01
+    assert lr_at(60, 0.01, (50,), warmup=10) == pytest.approx(0.001)
+
+
+def test_lr_for_follows_the_config_schedule():
+    step = Config.small(num_classes=1, lr=0.01, lr_warmup_iters=10).with_iters(100)
+    assert lr_for(step, 0) == pytest.approx(0.001)
+    assert lr_for(step, 50) == 0.01
+    assert lr_for(step, 80) == pytest.approx(0.001)            # the step at 0.8 * 100
+    linear = step.replace(lr_schedule="linear")
+    assert lr_for(linear, 4) == pytest.approx(0.01 * 0.96 * 0.5)
+    assert lr_for(linear, 50) == pytest.approx(0.005)
+    assert lr_for(linear, 100) == 0.0
+    with pytest.raises(ValueError, match="lr_schedule: expected one of 'step', 'linear', got 'cos'"):
+        lr_for(step.replace(lr_schedule="cos"), 0)

@@ -4,7 +4,8 @@ import pytest
 
 from minifrcnn.boxes import box_iou, decode
 from minifrcnn.config import Config
-from minifrcnn.proposal_targets import proposal_target_settings, proposal_targets
+from minifrcnn.proposal_targets import (JITTER, jittered_gt_boxes, proposal_target_settings,
+                                       proposal_targets)
 
 K = 4
 STDS = (0.1, 0.1, 0.2, 0.2)
@@ -132,4 +133,29 @@ def test_sampling_is_seeded_and_checks_its_arguments():
         proposal_targets(proposals, GT, GT_LABELS, K, np.random.default_rng(0), bg_iou_hi=0.6)
     kw = proposal_target_settings(Config())
     assert kw == dict(batch_size=128, fg_fraction=0.25, fg_iou=0.5, bg_iou_hi=0.5, bg_iou_lo=0.1,
-                      stds=(0.1, 0.1, 0.2, 0.2))
+                      stds=(0.1, 0.1, 0.2, 0.2), gt_jitter=0)
+
+
+def test_jittered_gt_boxes_stay_near_their_box_and_join_the_candidates():
+    rng = np.random.default_rng(5)
+    boxes = jittered_gt_boxes(GT, 50, rng)                      # (150, 4), box by box
+    assert boxes.shape == (150, 4)
+    src = np.repeat(GT, 50, axis=0)
+    w, h = src[:, 2] - src[:, 0], src[:, 3] - src[:, 1]
+    moved = (boxes - src) / np.stack([w, h, w, h], axis=1)
+    assert np.abs(moved).max() <= JITTER + 1e-6 and np.abs(moved).max() > 0.9 * JITTER
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    iou = box_iou(boxes, GT)[np.arange(150), np.repeat(np.arange(3), 50)]
+    assert iou.min() > 0.3 and (iou >= 0.5).mean() > 0.7        # mostly foreground, some not
+    # in the sampler: with no proposals, the gt boxes and their copies are the candidates
+    out = proposal_targets(np.zeros((0, 4), dtype=np.float32), GT, GT_LABELS, K,
+                           np.random.default_rng(2), gt_jitter=4)
+    assert 3 < len(out["labels"]) <= 15 and (out["labels"] > 0).sum() > 3
+    check_rows(out)
+    # 0 copies is the paper's sampling, draw for draw
+    a = proposal_targets(make_proposals(np.random.default_rng(0)), GT, GT_LABELS, K,
+                         np.random.default_rng(1))
+    b = proposal_targets(make_proposals(np.random.default_rng(0)), GT, GT_LABELS, K,
+                         np.random.default_rng(1), gt_jitter=0)
+    np.testing.assert_array_equal(a["rois"], b["rois"])
+    assert proposal_target_settings(Config.small(num_classes=2, roi_gt_jitter=3))["gt_jitter"] == 3

@@ -32,7 +32,7 @@ def tiny_config(**overrides):
                   image_min_size=48, image_max_size=48,
                   rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,
                   rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=30,
-                  iters=6, lr_steps=(4,), lr=0.01)
+                  iters=6, lr_steps=(4,), lr=0.01, lr_warmup_iters=0)
     values.update(overrides)
     return Config.small(**values)
 

@@ -118,15 +118,15 @@ def test_prepare_batch_resizes_flips_and_normalises():
 
 
 def test_check_image_names_the_image_and_the_minimum_size():
-    cfg = Config.small()                                  # stride 8, never up-scaled
+    cfg = Config.small()                                  # stride 4, never up-scaled
     assert check_image(np.zeros((128, 100, 3), np.uint8), cfg) == 1.0
-    with pytest.raises(ValueError, match=r"image a\.png: 6x6 px is too small.*at least 8 px"):
-        check_image(np.zeros((6, 6, 3), np.uint8), cfg, "image a.png")
+    with pytest.raises(ValueError, match=r"image a\.png: 3x3 px is too small.*at least 4 px"):
+        check_image(np.zeros((3, 3, 3), np.uint8), cfg, "image a.png")
     with pytest.raises(ValueError, match="image 3: expected dtype uint8"):
         check_image(np.zeros((32, 32, 3), np.float32), cfg, "image 3")
-    with pytest.raises(ValueError, match=r"image x7: 40x4 px is too small"):
+    with pytest.raises(ValueError, match=r"image x7: 40x3 px is too small"):
         prepare_batch([{"image": np.zeros((32, 32, 3), np.uint8)},
-                       {"image": np.zeros((4, 40, 3), np.uint8), "id": "x7"}], cfg, train=False)
+                       {"image": np.zeros((3, 40, 3), np.uint8), "id": "x7"}], cfg, train=False)
 
 
 
@@ -136,10 +136,10 @@ def test_check_images_names_each_sample_by_its_file_else_its_id():
     cfg = Config.small()
     good = {"image": np.zeros((32, 32, 3), np.uint8), "id": "ok"}
     check_images([good] * 3, cfg)
-    tiny = np.zeros((6, 6, 3), np.uint8)
+    tiny = np.zeros((3, 3, 3), np.uint8)
     for sample, name in (({"image": tiny, "id": "t", "path": "J/t.png"}, "J/t.png"),
                          ({"image": tiny, "id": "t"}, "t"), ({"image": tiny}, "1")):
-        with pytest.raises(ValueError, match=rf"^image {name}: 6x6 px is too small"):
+        with pytest.raises(ValueError, match=rf"^image {name}: 3x3 px is too small"):
             check_images(iter([good, sample]), cfg)
 
 
