@@ -42,7 +42,7 @@ class TorchTwin:
 
     name = "torch"
     train_step_note = (
-        "the torch twin has the same layers, weights (copied), batch, samples, losses and SGD, "
+        "the torch twin has the same layers, weights (copied), batch, samples, losses and optimiser, "
         "with RoI max pooling as a loop of adaptive_max_pool2d over the RoIs on the CPU and "
         "torchvision.ops.roi_pool on the GPU (the same bins)")
 
@@ -136,7 +136,7 @@ class TorchTwin:
 
         The same layers as `model` (weights copied now, so the losses agree with ours), the
         same batch, the same anchor labels, RoIs and targets, the paper's loss normalisation and
-        SGD with momentum and weight decay (none on biases). Returns a function doing one step
+        the config's optimiser (SGD with momentum, or AdamW) with weight decay (none on biases). Returns a function doing one step
         that returns the total loss as a float. On the GPU, RoI max pooling is
         torchvision.ops.roi_pool when torchvision is installed (the kernel ours follows), since
         a Python loop over the RoIs would time launches, not pooling.
@@ -174,9 +174,12 @@ class TorchTwin:
             "cls": linear(model.head.cls), "reg": linear(model.head.reg)}).to(self.device)
         biases = [p for name, p in net.named_parameters() if name.endswith("bias")]
         weights = [p for name, p in net.named_parameters() if not name.endswith("bias")]
-        optimizer = torch.optim.SGD([{"params": weights, "weight_decay": cfg.weight_decay},
-                                     {"params": biases, "weight_decay": 0.0}],
-                                    lr=cfg.lr, momentum=cfg.momentum)
+        groups = [{"params": weights, "weight_decay": cfg.weight_decay},
+                  {"params": biases, "weight_decay": 0.0}]
+        if cfg.optimizer == "adamw":                                   # the small preset's
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, eps=1e-8)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         x = self.as_torch(images)
         rpn_labels = self.as_torch(samples["rpn_labels"]).reshape(-1)                  # (N*R,)
         rpn_targets = self.as_torch(samples["rpn_targets"]).reshape(-1, 4)             # (N*R, 4)

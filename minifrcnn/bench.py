@@ -216,19 +216,19 @@ def _bench_devices(xp):
 
 
 def default_step_setup(device, config=None, num_images=16):
-    """The default detector (Config.small for the 4-class shapes data) on `device`, its SGD,
-    a shapes data set and one prepared batch of 2 images: what the step cases time."""
+    """The default detector (Config.small for the 4-class shapes data) on `device`, its
+    optimiser (make_optimizer: AdamW), a shapes data set and one prepared batch of 2 images:
+    what the step cases time."""
     from .config import Config
     from .data import shapes
     from .model import FasterRCNN
-    from .optim import SGD
+    from .optim import make_optimizer
     from .data.transforms import prepare_batch
     from .backend import to_device
     cfg = config or Config.small(num_classes=4, class_names=tuple(shapes.CLASS_NAMES))
     data = shapes.make_split("train", num_images, size=cfg.image_min_size)
     model = FasterRCNN(cfg).to(device)
-    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model.parameters(), cfg)
     images, sizes, boxes, labels, scales = prepare_batch(
         data[:cfg.images_per_batch], cfg, np.random.default_rng(0))
     batch = (to_device(images, device), sizes, boxes, labels, scales)
@@ -274,9 +274,9 @@ def step_cases(xp, dtype, rng, config=None, twin=None):
         yield Case(f"step {tag}: training forward (sampling + 4 losses), batch {n} x {size}",
                    forward, memory=True, xp=dev_xp)
         yield Case(f"step {tag}: backward", step.backward, setup=forward, memory=True, xp=dev_xp)
-        yield Case(f"step {tag}: train step, network only (samples fixed): fwd + bwd + SGD",
+        yield Case(f"step {tag}: train step, network only (samples fixed): fwd + bwd + update",
                    network_step, twin_run=twin_run, memory=True, xp=dev_xp, note=note)
-        yield Case(f"step {tag}: train step, whole: data prep + sampling + NMS + fwd + bwd + SGD",
+        yield Case(f"step {tag}: train step, whole: data prep + sampling + NMS + fwd + bwd + update",
                    whole_step, memory=True, xp=dev_xp)
         yield Case(f"step {tag}: predict, {len(pictures)} images {size}",
                    lambda m=model: m.predict(pictures),
@@ -292,7 +292,7 @@ def vgg16_cases(xp, dtype, rng, twin=None):
     from .data.transforms import prepare_batch
     from .joint_training import JointTraining
     from .model import FasterRCNN
-    from .optim import SGD
+    from .optim import make_optimizer
     from .train import train_step
     from .backend import to_device
     image = rng.integers(0, 256, (600, 1000, 3), dtype=np.uint8)
@@ -302,8 +302,7 @@ def vgg16_cases(xp, dtype, rng, twin=None):
     for device, dev_xp in _bench_devices(xp):
         cfg = Config(num_classes=20)
         model = FasterRCNN(cfg).to(device)
-        optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                        weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model.parameters(), cfg)               # Config(): SGD
         images, sizes, boxes, labels, scales = prepare_batch([sample], cfg,
                                                              np.random.default_rng(0))
         images = to_device(images, device)                                 # (1, 3, 600, 1000)

@@ -135,6 +135,16 @@ class SGD:
         return self
 
 
+# Where a gradient stays exactly 0 (a dead unit's weights), m shrinks by beta1 every step and
+# after about 800 steps reaches the subnormal floats (below 1.2e-38 in float32), on which a CPU
+# computes about 10 times slower: 1.1 million of the default detector's 2.1 million m entries
+# were subnormal at iteration 3000, and the update took 42 ms instead of 8. So every
+# FLUSH_EVERY steps the entries of m below FLUSH_BELOW are set to 0 (a zero then stays zero
+# until a gradient arrives); their updates were already below 1e-22 of a weight.
+FLUSH_EVERY = 100
+FLUSH_BELOW = 1e-30
+
+
 class AdamW:
     """Adam (Kingma & Ba, 2015) with decoupled weight decay (AdamW, Loshchilov & Hutter, 2019).
 
@@ -192,6 +202,8 @@ class AdamW:
             # w -= lr * wd * w;  w -= (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
             m *= self.beta1                                     # the stored buffers, in place
             m += (1 - self.beta1) * g
+            if t % FLUSH_EVERY == 0:
+                m[xp.abs(m) < FLUSH_BELOW] = 0                  # see FLUSH_BELOW
             v *= self.beta2
             v += (1 - self.beta2) * (g * g)
             decay = self.weight_decay * p.decay_mult

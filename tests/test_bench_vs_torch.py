@@ -36,7 +36,7 @@ def test_torch_twin_of_the_train_step_computes_our_losses(device):
     _, samples = step.forward(images, sizes, boxes, labels, np.random.default_rng(0),
                               scales=scales)
     torch_step = twin.train_step(model, cfg, images, samples)
-    for _ in range(2):                     # the second step checks the SGD updates agree too
+    for _ in range(2):                     # the second step checks the updates agree too
         model.zero_grad()
         terms, _ = step.forward(images, sizes, boxes, labels, None, scales=scales, samples=samples)
         step.backward()

@@ -7,7 +7,7 @@ import pytest
 
 from minifrcnn.layers import Linear, Parameter, ReLU, Sequential
 from minifrcnn.config import Config
-from minifrcnn.optim import SGD, AdamW, lr_at, lr_for, make_optimizer
+from minifrcnn.optim import FLUSH_EVERY, SGD, AdamW, lr_at, lr_for, make_optimizer
 
 
 def test_two_steps_by_hand():
@@ -272,3 +272,15 @@ def test_lr_for_follows_the_config_schedule():
     assert lr_for(linear, 100) == 0.0
     with pytest.raises(ValueError, match="lr_schedule: expected one of 'step', 'linear', got 'cos'"):
         lr_for(step.replace(lr_schedule="cos"), 0)
+
+
+def test_adamw_flushes_first_moments_that_would_become_subnormal():
+    p = Parameter(np.ones(3, dtype=np.float32), "weight", decay_mult=0.0)
+    opt = AdamW([p], lr=1e-3)
+    p.grad[...] = [1.0, 0.0, 0.0]
+    opt.step()
+    p.grad[...] = [1.0, 0.0, 0.0]
+    opt.m[0][2] = 1e-31                  # an entry on its way to the subnormals
+    for _ in range(FLUSH_EVERY - 1):     # the step count reaches FLUSH_EVERY: the flush
+        opt.step()
+    assert opt.m[0][2] == 0 and opt.m[0][1] == 0 and opt.m[0][0] > 0.5
