@@ -10,7 +10,9 @@ pixels as py-faster-rcnn's generate_anchors does). The paper's defaults, base_si
 (8, 16, 32), ratios (0.5, 1, 2), give the 9 anchors of 128^2, 256^2 and 512^2 pixels.
 
 Centre convention: the base anchors are centred on (base_size / 2, base_size / 2), the centre of
-the first cell when base_size == stride (16 and 16 in the paper, 8 and 8 in Config.small()).
+the first cell when base_size == stride (16 and 16 in the paper). Config.small() has base_size 8
+and stride 4 (since 2026-12-05), so its anchors are centred on the corner between cells, 2 px
+off each cell's centre (notebook 03 shows it); the RPN's regression absorbs the offset.
 grid_anchors() shifts them by (x * stride, y * stride), so the anchors of cell (x, y) are
 centred on
 

@@ -1,18 +1,19 @@
-"""The training loop: SGD over JointTraining steps (paper, section 3.2), checkpoints, exact resume.
+"""The training loop: optimiser steps over JointTraining steps (paper, section 3.2), checkpoints, exact resume.
 
 One iteration:
     1. take the next `images_per_batch` samples (a seeded permutation per epoch), resize,
        randomly flip, normalise, pad into one batch (N, 3, H, W);
     2. JointTraining.forward -> four loss terms (rpn_cls, rpn_reg, head_cls, head_reg);
     3. JointTraining.backward sums the RPN's and the head's gradients on the shared feature map;
-    4. SGD with momentum and weight decay, learning rate stepped down by lr_gamma at lr_steps.
+    4. the optimiser step (cfg.optimizer: the paper's SGD with momentum, or AdamW for the small
+       preset), the learning rate from optim.lr_for(cfg, it) (warm-up, then lr_gamma at lr_steps).
 
 Everything random in iteration `it` comes from numpy.random.default_rng([seed, it]) and the
 epoch order from default_rng([seed, epoch, 1]); so a run resumed from a checkpoint computes
 exactly the losses an uninterrupted run would (same machine, same thread count).
 
 The run folder holds:
-    checkpoint.npz   the model file plus momentum buffers and iteration (written atomically every
+    checkpoint.npz   the model file plus the optimiser state and iteration (written atomically every
                      `checkpoint_every` iterations, on Ctrl-C or SIGTERM, and at the end)
     model.npz        the final model (FasterRCNN.load)
     losses.jsonl     one line per iteration with every loss term and the learning rate
@@ -87,8 +88,9 @@ def batch_indices(num_samples, batch_size, iteration, seed):
 
 
 def save_checkpoint(path, model, optimizer, iteration):
-    """The model file (weights and config, FasterRCNN.save) plus the momentum buffers and
-    the number of finished iterations: everything an exact resume needs."""
+    """The model file (weights and config, FasterRCNN.save) plus the optimiser's state (SGD's
+    momentum buffers, or AdamW's moments and step counts) and the number of finished
+    iterations: everything an exact resume needs."""
     extra = {f"optim/{n}": to_numpy(v) for n, v in optimizer.state_dict().items()}
     extra["iteration"] = np.array(iteration)
     model.save(path, extra=extra)
@@ -297,7 +299,7 @@ class MapCurve:
 
 
 def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):
-    """One SGD iteration of JointTraining(model, parts, proposer); returns the loss terms as
+    """One optimiser iteration of JointTraining(model, parts, proposer); returns the loss terms as
     Python floats (the only host copies). A non-finite loss changes no weight."""
     step = JointTraining(model, parts, proposer)
     rng = np.random.default_rng([cfg.seed, it])
