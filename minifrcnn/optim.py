@@ -37,7 +37,31 @@ def _kernel_ready(w, v, g):
     return w.dtype == v.dtype == g.dtype and all(a.flags.c_contiguous for a in (w, v, g))
 
 
-class SGD:
+class Optimizer:
+    """What SGD and AdamW share: the list of Parameters, the learning rate, zero_grad.
+
+    params: iterable of Parameter (e.g. module.parameters()); its order defines the keys of
+    state_dict(), so build the optimiser from the same model the same way.
+    """
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        for i, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise ValueError(f"params: item {i} is a {type(p).__name__}, expected a Parameter "
+                                 "(pass module.parameters())")
+        self.lr = float(lr)
+
+    def set_lr(self, lr):
+        self.lr = float(lr)
+
+    def zero_grad(self):
+        """Set every param.grad to 0 (the same as module.zero_grad() for the same params)."""
+        for p in self.params:
+            p.grad.fill(0)
+
+
+class SGD(Optimizer):
     """SGD with momentum and (bias-free) weight decay over a list of Parameters.
 
     Args:
@@ -49,23 +73,10 @@ class SGD:
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=5e-4):
-        self.params = list(params)
-        for i, p in enumerate(self.params):
-            if not isinstance(p, Parameter):
-                raise ValueError(f"params: item {i} is a {type(p).__name__}, expected a Parameter "
-                                 "(pass module.parameters())")
-        self.lr = float(lr)
+        super().__init__(params, lr)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.velocity = [None] * len(self.params)      # one buffer per param, shaped like it
-
-    def set_lr(self, lr):
-        self.lr = float(lr)
-
-    def zero_grad(self):
-        """Set every param.grad to 0 (the same as module.zero_grad() for the same params)."""
-        for p in self.params:
-            p.grad.fill(0)
 
     def step(self):
         """One update of every non-frozen parameter, in place (the formula in the module docstring)."""
@@ -145,7 +156,7 @@ FLUSH_EVERY = 100
 FLUSH_BELOW = 1e-30
 
 
-class AdamW:
+class AdamW(Optimizer):
     """Adam (Kingma & Ba, 2015) with decoupled weight decay (AdamW, Loshchilov & Hutter, 2019).
 
     Not the paper's optimiser (it used SGD); an option of the small preset (Config.optimizer).
@@ -163,25 +174,13 @@ class AdamW:
     """
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=5e-4):
-        self.params = list(params)
-        for i, p in enumerate(self.params):
-            if not isinstance(p, Parameter):
-                raise ValueError(f"params: item {i} is a {type(p).__name__}, expected a Parameter "
-                                 "(pass module.parameters())")
-        self.lr = float(lr)
+        super().__init__(params, lr)
         self.beta1, self.beta2 = (float(b) for b in betas)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.m = [None] * len(self.params)                 # one buffer each, shaped like the param
         self.v = [None] * len(self.params)
         self.t = [0] * len(self.params)                    # steps taken by each param
-
-    def set_lr(self, lr):
-        self.lr = float(lr)
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad.fill(0)
 
     def step(self):
         """One update of every non-frozen parameter, in place (the formula in the class docstring)."""
