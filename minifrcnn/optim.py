@@ -291,10 +291,12 @@ def lr_at(iteration, base_lr, steps, gamma=0.1, warmup=0):
     if isinstance(steps, (int, float)) or not hasattr(steps, "__iter__"):
         raise ValueError(f"steps: expected a sequence of iterations such as (50000,), got {steps!r}")
     passed = sum(1 for s in steps if iteration >= s)
-    lr = float(base_lr) * float(gamma) ** passed
-    if iteration < warmup:
-        lr *= (iteration + 1) / warmup
-    return lr
+    return float(base_lr) * float(gamma) ** passed * warmup_factor(iteration, warmup)
+
+
+def warmup_factor(iteration, warmup):
+    """(iteration + 1) / warmup during the first `warmup` iterations, then 1 (warmup 0: always 1)."""
+    return (iteration + 1) / warmup if iteration < warmup else 1.0
 
 
 SCHEDULES = ("step", "linear")
@@ -313,9 +315,7 @@ def lr_for(cfg, iteration):
     if cfg.lr_schedule == "step":
         return lr_at(iteration, cfg.lr, cfg.lr_steps, cfg.lr_gamma, cfg.lr_warmup_iters)
     if cfg.lr_schedule == "linear":
-        lr = float(cfg.lr) * max(0.0, 1.0 - iteration / cfg.iters)
-        if iteration < cfg.lr_warmup_iters:
-            lr *= (iteration + 1) / cfg.lr_warmup_iters
-        return lr
+        return (float(cfg.lr) * max(0.0, 1.0 - iteration / cfg.iters)
+                * warmup_factor(iteration, cfg.lr_warmup_iters))
     raise ValueError(f"lr_schedule: expected one of {', '.join(map(repr, SCHEDULES))}, "
                      f"got {cfg.lr_schedule!r}")
