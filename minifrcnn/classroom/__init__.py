@@ -1,7 +1,7 @@
 """The classroom checks: each exercise notebook (notebooks/exercises/) calls one on the student's code.
 
     from minifrcnn.classroom import check_iou
-    check_iou(iou)        # prints PASS / FAIL per case with hints; returns True or False
+    check_iou(iou)        # prints PASS / FAIL per case with hints; returns a CheckResult (true if all passed)
 
 exercises.py holds the eight exercises (the table of signatures, checks and the library functions
 they are compared with is its docstring) and the known slips its hints recognise; feedback.py runs

@@ -9,10 +9,11 @@ with an exact signature, then calls a check on them:
 A check runs the student's function on hand-made edge cases and on seeded random inputs,
 compares every answer with minifrcnn's own, and prints friendly feedback: PASS or FAIL for each
 case, and for a failing case its inputs, the expected answer against the one it got, and a hint
-(a specific one when the answer matches a known slip, such as a `+1` in a width or `>=` where
-NMS wants `>`). It returns True when every case passes, else False, and never raises: a stub
-that still raises NotImplementedError is reported as "not implemented yet", and any other
-exception is shown in one line with the line of your code it came from. The student's function
+(a specific one when the answers show a known slip, such as a `+1` in a width or `>=` where NMS
+wants `>`). It returns a CheckResult, true when every case passes, else false (`passed` is the
+bool; Jupyter shows nothing for it under the feedback), and never raises: a stub that still
+raises NotImplementedError is reported as "not implemented yet", and any other exception is
+shown in one line with the line of your code it came from. The student's function
 always receives copies of the inputs: NumPy arrays in float64 (the labels of 06 in int64), and
 plain Python numbers and tuples for sizes, ratios, thresholds and the like.
 
@@ -59,7 +60,8 @@ import numpy as np
 from .. import anchors as _anchors
 from .. import boxes as _boxes
 from .. import ops as _ops
-from .feedback import Case, calling, compare_array, compare_scalar, compare_tuple, copied, run_check, same_as
+from .feedback import (Case, CheckResult, calling, compare_array, compare_scalar, compare_tuple, copied,
+                       run_check, same_as)
 
 __all__ = [
     "check_iou", "check_anchors", "check_grid_anchors", "check_encode", "check_decode",
@@ -87,7 +89,7 @@ def _box_array(*rows):
 # 01 IoU
 # ======================================================================================
 
-def _iou_variant(a, b, plus_one=False, clamp=True, subtract_inter=True):
+def _iou_variant(a, b, plus_one=False, clamp=True, subtract_inter=True, transpose=False):
     """box_iou with one switch flipped (the known slips); all defaults = the library's IoU."""
     extra = 1.0 if plus_one else 0.0
     area_a = (a[:, 2] - a[:, 0] + extra) * (a[:, 3] - a[:, 1] + extra)                 # (N,)
@@ -98,14 +100,15 @@ def _iou_variant(a, b, plus_one=False, clamp=True, subtract_inter=True):
         iw, ih = np.maximum(iw, 0), np.maximum(ih, 0)
     inter = iw * ih                                                                    # (N, M)
     union = area_a[:, None] + area_b[None, :] - (inter if subtract_inter else 0)       # (N, M)
-    return inter / np.where(union > 0, union, 1)
+    iou = inter / np.where(union > 0, union, 1)                                        # (N, M)
+    return iou.T if transpose else iou
 
 
 def check_iou(iou):
     """Check iou(a, b) -> (N, M): IoU[i, j] of box a[i] with box b[j] (compared with boxes.box_iou).
 
     a: (N, 4), b: (M, 4) boxes (x1, y1, x2, y2), width = x2 - x1 (no +1). A zero-area box has
-    IoU 0 with every box (0 / 0 is defined as 0, never NaN). Prints feedback, returns True/False.
+    IoU 0 with every box (0 / 0 is defined as 0, never NaN). Prints feedback, returns a CheckResult.
     """
     rng = np.random.default_rng(0)
     square = _box_array([0, 0, 10, 10])
@@ -143,6 +146,10 @@ def check_iou(iou):
          "in y, two negative overlaps multiply to a positive 'intersection'."),
         (same_as(_iou_variant, compare, subtract_inter=False),
          "union = area_a + area_b - inter: without '- inter' the overlap is counted twice."),
+        (same_as(_iou_variant, compare, transpose=True),
+         "Your result is the transpose of the answer, shape (M, N): result[i, j] must be the IoU of "
+         "a[i] with b[j], shape (N, M) = (len(a), len(b)). Broadcast a[:, None, :] against "
+         "b[None, :, :], or swap your two loops."),
     ]
     return run_check("iou(a, b)", cases, calling(iou), compare,
                      names=("a", "b"), mistakes=mistakes)
@@ -413,19 +420,23 @@ def check_encode_decode(encode, decode):
                          lambda c: decode(c.args[0].copy(), encode(*copied(c.args), **copied(c.kwargs)),
                                           **copied(c.kwargs)),
                          compare, names=("ref", "target"), signature="encode or decode")
-    return ok_encode and ok_decode and ok_round
+    results = (ok_encode, ok_decode, ok_round)
+    return CheckResult(all(results), sum(r.n_passed for r in results), sum(r.n_cases for r in results))
 
 
 # ======================================================================================
 # 04 NMS
 # ======================================================================================
 
-def _nms_variant(boxes, scores, iou_threshold, strict=True, order="stable", only_kept=True, sort_output=False):
+def _nms_variant(boxes, scores, iou_threshold, strict=True, order="stable", only_kept=True, sort_output=False,
+                 best_only=False):
     """Greedy NMS with one switch flipped; all defaults = boxes.nms."""
     if order == "stable":
         idx = np.argsort(-scores, kind="stable")
     else:                                                   # argsort ascending, then reversed
         idx = np.argsort(scores, kind="stable")[::-1]
+    if best_only:                                           # stops after the first kept box
+        return idx[:1].astype(np.int64)
     iou = _boxes.box_iou(boxes, boxes)
     keep, visited = [], []
     for i in idx:
@@ -519,6 +530,9 @@ def check_nms(nms):
         (same_as(_nms_variant, _compare_indices, sort_output=True),
          "Right boxes, wrong order: return them in the order you kept them (decreasing score), "
          "not sorted by index."),
+        (same_as(_nms_variant, _compare_indices, best_only=True),
+         "You keep only the best box. NMS goes on down the list: every box whose IoU with each box "
+         "kept so far is <= iou_threshold is kept too (boxes far from the best one all stay)."),
     ]
     return run_check("nms(boxes, scores, iou_threshold)", cases, calling(nms), _compare_indices,
                      names=("boxes", "scores", "iou_threshold"), mistakes=mistakes)
@@ -529,7 +543,7 @@ def check_nms(nms):
 # ======================================================================================
 
 def _smooth_l1_variant(pred, target, weights, sigma=1.0, normalizer=1.0, threshold="inv_s2",
-                       grad_weights=True, grad_norm=True):
+                       grad_weights=True, grad_norm=True, grad_sign=1.0):
     """smooth_l1 with one switch flipped; all defaults = ops.smooth_l1."""
     s2 = float(sigma) ** 2
     cut = {"inv_s2": 1.0 / s2, "inv_s": 1.0 / float(sigma), "one": 1.0}[threshold]
@@ -538,7 +552,7 @@ def _smooth_l1_variant(pred, target, weights, sigma=1.0, normalizer=1.0, thresho
     f = np.where(small, 0.5 * s2 * d * d, np.abs(d) - 0.5 / s2)
     df = np.where(small, s2 * d, np.sign(d))
     grad = (weights * df if grad_weights else df) / (normalizer if grad_norm else 1.0)
-    return f.sum() / normalizer, grad
+    return f.sum() / normalizer, grad_sign * grad
 
 
 def check_smooth_l1(smooth_l1):
@@ -594,6 +608,10 @@ def check_smooth_l1(smooth_l1):
          "Chain rule: d = w * (pred - target), so dpred = w * f'(d) / normalizer; multiply by the weights."),
         (same_as(_smooth_l1_variant, compare, grad_norm=False),
          "The loss is divided by the normalizer, so its gradient is too."),
+        (same_as(_smooth_l1_variant, compare, grad_sign=-1.0),
+         "Your loss is right but dpred has the opposite sign. With d = weights * (pred - target), "
+         "dpred = +weights * f'(d) / normalizer; d = target - pred gives the same loss (f is even) "
+         "but flips the sign of its derivative."),
     ]
     return run_check("smooth_l1(pred, target, weights, sigma, normalizer)", cases, calling(smooth_l1), compare,
                      names=("pred", "target", "weights"), mistakes=mistakes)

@@ -4,16 +4,57 @@ A check (minifrcnn/classroom/exercises.py) builds a list of Case objects, each w
 answer, and hands it to run_check with a function that calls the student's code on copies of the
 inputs, a comparison, and the known slips (same_as predicates with a hint each). run_check prints
 PASS or FAIL for each case, and for a failing case its inputs, the difference and a hint; it
-returns True when every case passes, else False, and never raises.
+returns a CheckResult, true when every case passes, else false, and never raises.
+
+A failing case gets the hint of the known slip that best explains all the student's answers, not
+just that case's (_known_slip_hint): a different bug can match a slip on one case by
+coincidence (an NMS that keeps only the best box returns [0] where `>=` would); without a slip
+that fits, the case's own hint is shown.
 """
+import contextlib
+import io
 import math
 import os
+import sys
 import textwrap
 import traceback
 
 import numpy as np
 
 MAX_DETAILS = 3          # failing cases shown in full; later failures get one line each
+
+
+class CheckResult:
+    """What a check returns: true when every case passed, false otherwise.
+
+    It works where the bool would (`if check_iou(iou): ...`, `all(results)`, `== True`), and
+    `passed` is that bool. Jupyter shows nothing for it when it ends a cell: the check has
+    printed its feedback already, and a bare True or False under it would only be noise.
+    """
+
+    def __init__(self, passed, n_passed, n_cases):
+        self.passed = bool(passed)         # every case passed
+        self.n_passed = int(n_passed)      # how many cases passed
+        self.n_cases = int(n_cases)        # how many cases the check has
+
+    def __bool__(self):
+        return self.passed
+
+    def __eq__(self, other):
+        if isinstance(other, CheckResult):
+            return self.passed == other.passed
+        if isinstance(other, (bool, np.bool_)):
+            return self.passed == bool(other)
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self.passed)
+
+    def __repr__(self):
+        return f"CheckResult(passed={self.passed}, {self.n_passed} of {self.n_cases} cases)"
+
+    def _ipython_display_(self):
+        """IPython and Jupyter call this instead of showing the repr: show nothing."""
 
 
 class Case:
@@ -153,47 +194,96 @@ def calling(function):
     return lambda case: function(*copied(case.args), **copied(case.kwargs))
 
 
+def _call_capturing_prints(call, case):
+    """Run call(case) and keep what it prints: (kind, value, printed).
+
+    kind "returned" (value: what the function returned), "raised" (value: the exception) or
+    "not implemented". run_check shows `printed` just before the case's PASS / FAIL line, where
+    a student's debugging prints would have appeared had the case run there. A KeyboardInterrupt
+    (or another BaseException) shows what was printed, then goes on up.
+    """
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), np.errstate(all="ignore"):   # NaN and inf: reported, not warned
+            got = call(case)
+    except NotImplementedError:
+        return "not implemented", None, printed.getvalue()
+    except Exception as exc:                            # a student's bug: show it, do not crash
+        return "raised", exc, printed.getvalue()
+    except BaseException:
+        sys.stdout.write(printed.getvalue())
+        raise
+    return "returned", got, printed.getvalue()
+
+
+def _is_slip(predicate, case, answer):
+    """True if the slip's predicate recognises `answer` to `case` (False if it raises)."""
+    try:
+        with np.errstate(all="ignore"):
+            return bool(predicate(case, answer))
+    except Exception:
+        return False
+
+
+def _known_slip_hint(mistakes, cases, answers, index):
+    """The hint of the known slip that best explains the student's answers, or None.
+
+    answers[j]: what the student's function returned for cases[j], or None where it raised.
+    The candidates are the slips that recognise the answer to cases[index]; the one that
+    recognises the answers to the most cases wins (the first in `mistakes` on a tie). A bug that
+    matches a slip on one case by coincidence rarely matches it on the others, while a real slip
+    shows wherever it changes the answer.
+    """
+    best_hint, best_count = None, 0
+    for predicate, hint in mistakes:
+        if not _is_slip(predicate, cases[index], answers[index]):
+            continue
+        count = sum(_is_slip(predicate, case, got) for case, got in zip(cases, answers) if got is not None)
+        if count > best_count:
+            best_hint, best_count = hint, count
+    return best_hint
+
+
 def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
-    """Run every case, print PASS / FAIL lines and details, return True if all passed.
+    """Run every case, print PASS / FAIL lines and details, return a CheckResult (true if all passed).
 
     title: what is checked, e.g. "iou(a, b)"; signature: the function named when a stub still
     raises NotImplementedError (default: title).
     call(case) -> what the student's function returned (called with copies of the inputs).
     compare(expected, got) -> None, or a list of lines describing the difference.
-    mistakes: (predicate(case, got) -> bool, hint) pairs: a known slip recognised in `got`.
+    mistakes: (predicate(case, got) -> bool, hint) pairs: a known slip recognised in `got`; the
+    one that best explains the answers to all the cases replaces a failing case's hint
+    (_known_slip_hint), so every case runs before the first line of feedback is printed.
     """
     signature = title if signature is None else signature
     print(f"Checking {title}: {len(cases)} cases")
+    outcomes = []
+    for case in cases:
+        outcomes.append(_call_capturing_prints(call, case))
+        if outcomes[-1][0] == "not implemented":
+            break
+    problems, answers = [], []
+    for case, (kind, value, _) in zip(cases, outcomes):
+        problem = None                                  # "not implemented": reported below
+        if kind == "returned":
+            problem = compare(case.expected, value)
+        elif kind == "raised":
+            message = str(value).strip().splitlines()[0] if str(value).strip() else ""
+            problem = [f"your function raised {type(value).__name__}" + (f": {message}" if message else "")]
+            where = _where_in_student_code(value)
+            if where:
+                problem.append(where)
+        problems.append(problem)
+        answers.append(value if kind == "returned" else None)
     passed = 0
     failed = 0
-    for case in cases:
-        hint = case.hint
-        try:
-            with np.errstate(all="ignore"):            # NaN and inf are reported below, not warned
-                got = call(case)
-        except NotImplementedError:
+    for index, (case, (kind, _, printed), problem) in enumerate(zip(cases, outcomes, problems)):
+        sys.stdout.write(printed)
+        if kind == "not implemented":
             print(f"  not implemented yet: {signature} still raises NotImplementedError.")
             print("  Replace the line `raise NotImplementedError(...)` with your code, run that cell,")
             print("  then run this check again.")
-            return False
-        except Exception as exc:                        # a student's bug: show it, do not crash
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            problem = [f"your function raised {type(exc).__name__}" + (f": {message}" if message else "")]
-            where = _where_in_student_code(exc)
-            if where:
-                problem.append(where)
-        else:
-            problem = compare(case.expected, got)
-            if problem:
-                for predicate, mistake_hint in mistakes:
-                    try:
-                        with np.errstate(all="ignore"):
-                            hit = predicate(case, got)
-                    except Exception:
-                        hit = False
-                    if hit:
-                        hint = mistake_hint
-                        break
+            return CheckResult(False, passed, len(cases))
         if not problem:
             passed += 1
             print(f"  PASS  {case.name}")
@@ -202,6 +292,9 @@ def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
         print(f"  FAIL  {case.name}")
         if failed > MAX_DETAILS:
             continue
+        hint = case.hint
+        if kind == "returned":
+            hint = _known_slip_hint(mistakes, cases, answers, index) or hint
         indent = " " * 8
         for i, line in enumerate(_describe_inputs(case, names)):
             label = "inputs: " if i == 0 else " " * 8
@@ -213,10 +306,10 @@ def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
                                 subsequent_indent=indent + "      "))
     if failed == 0:
         print("Both cases passed. Well done!" if len(cases) == 2 else f"All {len(cases)} cases passed. Well done!")
-        return True
+        return CheckResult(True, passed, len(cases))
     print(f"{passed} of {len(cases)} cases passed. Start with the first FAIL above, fix your function,")
     print("run its cell again, then this one.")
-    return False
+    return CheckResult(False, passed, len(cases))
 
 
 def same_as(variant, compare, **switch):
