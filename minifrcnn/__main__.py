@@ -1,4 +1,4 @@
-"""Command line: python -m minifrcnn make-shapes | train | pretrain | experiment | evaluate | detect | bench
+"""Command line: python -m minifrcnn make-shapes | train | pretrain | experiment | evaluate | detect | bench | grade
 
     python -m minifrcnn make-shapes --out data/shapes                 # a VOC folder, train + test
     python -m minifrcnn train --dataset shapes --out runs/shapes      # trains, then prints test mAP
@@ -6,6 +6,7 @@
     python -m minifrcnn evaluate --checkpoint runs/shapes/model.npz --dataset shapes --split test
     python -m minifrcnn detect --checkpoint runs/shapes/model.npz img.png --out detections/
     python -m minifrcnn bench
+    python -m minifrcnn grade submissions/ --csv grades.csv          # score exercise notebooks
 
 Every error a user can cause (a bad file, a bad flag, no GPU) ends in one line naming the
 file, image or argument, and exit code 2; never a traceback.
@@ -364,6 +365,11 @@ def cmd_bench(args):
     run_bench(args.device, repeat=args.repeat, only=args.only)
 
 
+def cmd_grade(args):
+    from .classroom.grading import grade
+    grade(args.paths, args.csv, source_dir=args.source, timeout=args.timeout)
+
+
 # --- argument parsing -------------------------------------------------------------------------
 def add_data_arguments(s):
     """The flags that choose the data (train, pretrain, evaluate)."""
@@ -464,6 +470,15 @@ def build_parser():
     s.add_argument("--repeat", type=positive_int, default=10)
     s.add_argument("--only", nargs="+", help="groups to run (conv pool linear ...)")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("grade", help="run submitted exercise notebooks and score their checks "
+                                     "(minifrcnn/classroom/grading.py)")
+    s.add_argument("paths", nargs="+", help="notebooks, or folders of them")
+    s.add_argument("--csv", required=True, help="write one row per notebook and exercise here")
+    s.add_argument("--source", help="the teacher's copies (default: notebooks/exercises/solutions)")
+    s.add_argument("--timeout", type=positive_int, default=120,
+                   help="seconds a cell may run (default 120)")
+    s.set_defaults(func=cmd_grade)
     return p
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from minifrcnn import anchors, boxes, classroom, ops
 from minifrcnn.classroom import exercises
+from minifrcnn.classroom.hidden_library import library_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "notebooks" / "exercises" / "solutions"
@@ -60,6 +61,23 @@ LIBRARY = {
 }
 
 
+# These tests run a student's function through the library's own for the checks' feedback:
+# a transposed box_iou, a db from the library's conv backward, a debugging print around box_iou.
+# The hiding of the library (hidden_library.py) would stop them; it has its own tests
+# (tests/test_hidden_library.py, and the ones named here, which run with the library hidden).
+TESTS_WITH_THE_LIBRARY_HIDDEN = {"test_a_pass_through_to_the_library_fails_every_case",
+                                 "test_an_iou_that_only_knows_the_shown_answers_fails_the_hidden_cases"}
+
+
+@pytest.fixture(autouse=True)
+def library_within_reach(request):
+    if request.node.originalname in TESTS_WITH_THE_LIBRARY_HIDDEN:
+        yield
+    else:
+        with library_allowed():
+            yield
+
+
 def stub(*args, **kwargs):
     raise NotImplementedError("your code here")
 
@@ -69,6 +87,49 @@ def test_the_library_passes_every_check(name, capsys):
     assert getattr(classroom, name)(*LIBRARY[name]).passed is True
     out = capsys.readouterr().out
     assert "FAIL" not in out and "passed. Well done!" in out
+    assert getattr(classroom, name)(*LIBRARY[name], hidden=True).passed is True   # the grader's cases
+    out = capsys.readouterr().out
+    assert "Hidden cases of" in out and "FAIL" not in out and "inputs" not in out
+
+
+def pass_through(function):
+    """What a student who calls the library instead of writing the function hands in."""
+    return lambda *args, **kwargs: function(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_a_pass_through_to_the_library_fails_every_case(name, capsys):
+    result = getattr(classroom, name)(*[pass_through(f) for f in LIBRARY[name]])
+    assert result.passed is False and result.n_passed == 0, capsys.readouterr().out
+    assert "is not available while your function is checked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY))
+def test_hidden_cases_print_one_line_per_check(name, capsys):
+    assert getattr(classroom, name)(*LIBRARY[name], hidden=True).passed
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert all(line.startswith("Hidden cases of") or line == "" for line in lines), lines
+
+
+def test_an_iou_that_only_knows_the_shown_answers_fails_the_hidden_cases(capsys):
+    seen = []
+
+    def recording(a, b):
+        seen.append((a.copy(), b.copy(), boxes.box_iou(a, b)))
+        return seen[-1][2]
+
+    with library_allowed():
+        classroom.check_iou(recording)
+
+    def memorised(a, b):            # the shown answers, looked up; zeros for anything else
+        for sa, sb, answer in seen:
+            if sa.shape == a.shape and sb.shape == b.shape and np.array_equal(sa, a) and np.array_equal(sb, b):
+                return answer
+        return np.zeros((len(a), len(b)))
+
+    assert classroom.check_iou(memorised).passed
+    hidden = classroom.check_iou(memorised, hidden=True)
+    assert not hidden.passed and 0 < hidden.n_passed < hidden.n_cases     # the hand-made cases repeat
 
 
 @pytest.mark.parametrize("name", sorted(LIBRARY))

@@ -21,6 +21,10 @@ def through_default(a, b, f=box_iou):
     return f(a, b)
 
 
+def closing_over(f):
+    return lambda a, b: f(a, b)                   # the library function held in a closure
+
+
 def written_out(a, b):
     """A real (if minimal) IoU: it needs no library function."""
     w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
@@ -30,8 +34,8 @@ def written_out(a, b):
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-@pytest.mark.parametrize("student", [through_global, through_module, through_default, box_iou],
-                         ids=["global name", "module attribute", "default argument", "the function itself"])
+@pytest.mark.parametrize("student", [through_global, through_module, through_default, closing_over(box_iou), box_iou],
+                         ids=["global name", "module attribute", "default argument", "closure", "the function itself"])
 def test_a_pass_through_to_the_hidden_function_raises(student):
     with library_hidden(student, [box_iou]) as call:
         with pytest.raises(LibraryHidden, match="minifrcnn.boxes.box_iou is not available"):

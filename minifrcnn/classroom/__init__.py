@@ -5,7 +5,10 @@
 
 exercises.py holds the eight exercises (the table of signatures, checks and the library functions
 they are compared with is its docstring) and the known slips its hints recognise; feedback.py runs
-a check's cases and prints the feedback. Not part of the detector: nothing in minifrcnn imports it.
+a check's cases and prints the feedback; hidden_library.py keeps the library's answer out of the
+student's function while it is checked; grading.py is `python -m minifrcnn grade` (runs submitted
+notebooks, scores their graded cells). Not part of the detector: the detector never imports it
+(only the command line's `grade`).
 """
 from . import exercises
 from .exercises import (  # noqa: F401

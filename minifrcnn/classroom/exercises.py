@@ -44,6 +44,12 @@ function it is compared with:
     08 convolution          conv_backward(dout, x, w, stride=1, pad=0) -> (dx, dw, db)  check_conv_backward
        backward                                                                  ops.conv2d_forward / conv2d_backward
 
+Every check takes hidden=False. The grader (grading.py) also calls it with hidden=True, in the
+hidden-test block of the teacher's graded cell: the same check on other random inputs, which
+prints one line (how many passed) and not the inputs. And while a check runs the student's
+function, the library functions it is compared with are out of that function's reach
+(hidden_library.py): `def iou(a, b): return box_iou(a, b)` fails every case.
+
 The checks call keyword arguments by the names above (weights=, sigma=, normalizer=,
 output_size=, spatial_scale=, stride=, pad=), so keep those names.
 
@@ -60,8 +66,12 @@ import numpy as np
 from .. import anchors as _anchors
 from .. import boxes as _boxes
 from .. import ops as _ops
+from ..ops import conv as _conv
+from ..ops import losses as _losses
+from ..ops import roi_pool as _roi_pool
 from .feedback import (Case, CheckResult, calling, compare_array, compare_scalar, compare_tuple, copied,
                        run_check, same_as)
+from .hidden_library import library_hidden
 
 __all__ = [
     "check_iou", "check_anchors", "check_grid_anchors", "check_encode", "check_decode",
@@ -85,6 +95,15 @@ def _box_array(*rows):
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
+HIDDEN_SEED_OFFSET = 1000     # hidden=True: the random cases come from seed + this
+
+
+def _rng(seed, hidden):
+    """The check's seeded generator; another seed for the grader's hidden cases (hidden=True),
+    so a function that only fits the cases shown in the notebook fails them."""
+    return np.random.default_rng(seed + HIDDEN_SEED_OFFSET if hidden else seed)
+
+
 # ======================================================================================
 # 01 IoU
 # ======================================================================================
@@ -104,13 +123,13 @@ def _iou_variant(a, b, plus_one=False, clamp=True, subtract_inter=True, transpos
     return iou.T if transpose else iou
 
 
-def check_iou(iou):
+def check_iou(iou, hidden=False):
     """Check iou(a, b) -> (N, M): IoU[i, j] of box a[i] with box b[j] (compared with boxes.box_iou).
 
     a: (N, 4), b: (M, 4) boxes (x1, y1, x2, y2), width = x2 - x1 (no +1). A zero-area box has
     IoU 0 with every box (0 / 0 is defined as 0, never NaN). Prints feedback, returns a CheckResult.
     """
-    rng = np.random.default_rng(0)
+    rng = _rng(0, hidden)
     square = _box_array([0, 0, 10, 10])
     specs = [
         ("overlapping boxes", square, _box_array([5, 5, 15, 15]),
@@ -151,8 +170,9 @@ def check_iou(iou):
          "a[i] with b[j], shape (N, M) = (len(a), len(b)). Broadcast a[:, None, :] against "
          "b[None, :, :], or swap your two loops."),
     ]
-    return run_check("iou(a, b)", cases, calling(iou), compare,
-                     names=("a", "b"), mistakes=mistakes)
+    return run_check("iou(a, b)", cases, calling(iou, library=[_boxes.box_iou]),
+                     compare,
+                     names=("a", "b"), mistakes=mistakes, hidden=hidden)
 
 
 # ======================================================================================
@@ -173,7 +193,7 @@ def _anchors_variant(base_size, ratios, scales, swap=False, scale_major=False, c
     return np.array(rows, dtype=np.float64).reshape(-1, 4)
 
 
-def check_anchors(generate_anchors):
+def check_anchors(generate_anchors, hidden=False):
     """Check generate_anchors(base_size, ratios, scales) -> (A, 4), A = len(ratios) * len(scales).
 
     Compared with anchors.generate_base_anchors: for each ratio r = h / w and, inside it, each
@@ -196,6 +216,12 @@ def check_anchors(generate_anchors):
         ("the small-image preset: 8, (0.5, 1, 2), (2, 4, 8)", 8, (0.5, 1.0, 2.0), (2.0, 4.0, 8.0),
          "Same formulas with base_size 8: centred on (4, 4)."),
     ]
+    if hidden:                                   # the grader's: other sizes, ratios and scales
+        rng = _rng(9, hidden)
+        specs = [(f"hidden case {k + 1}", int(rng.integers(4, 33)),
+                  tuple(float(v) for v in np.round(rng.uniform(0.3, 3.0, rng.integers(1, 4)), 2)),
+                  tuple(float(v) for v in np.round(rng.uniform(0.5, 10.0, rng.integers(1, 4)), 2)), "")
+                 for k in range(6)]
     cases = [Case(name, (bs, r, s), hint=hint,
                   expected=_anchors.generate_base_anchors(bs, r, s, dtype=np.float64))
              for name, bs, r, s, hint in specs]
@@ -212,11 +238,11 @@ def check_anchors(generate_anchors):
          "Centred on (base_size - 1) / 2: that is py-faster-rcnn's integer-pixel convention. Here boxes "
          "are continuous: the centre is base_size / 2."),
     ]
-    return run_check("generate_anchors(base_size, ratios, scales)", cases, calling(generate_anchors), compare,
-                     names=("base_size", "ratios", "scales"), mistakes=mistakes)
+    return run_check("generate_anchors(base_size, ratios, scales)", cases, calling(generate_anchors, library=[_anchors.generate_base_anchors]), compare,
+                     names=("base_size", "ratios", "scales"), mistakes=mistakes, hidden=hidden)
 
 
-def check_grid_anchors(grid_anchors):
+def check_grid_anchors(grid_anchors, hidden=False):
     """Check grid_anchors(base, feat_h, feat_w, stride) -> (feat_h * feat_w * A, 4).
 
     Compared with anchors.grid_anchors: anchors[(y * feat_w + x) * A + a] = base[a] +
@@ -237,6 +263,13 @@ def check_grid_anchors(grid_anchors):
         ("a 5 x 4 map, 9 anchors, stride 16", base9, 5, 4, 16,
          "shifts (H, W, 1, 4) + base (1, 1, A, 4) -> (H, W, A, 4), then reshape to (H * W * A, 4)."),
     ]
+    if hidden:                                   # the grader's: other base anchors and maps
+        rng = _rng(10, hidden)
+        specs = [(f"hidden case {k + 1}",
+                  _anchors.generate_base_anchors(int(rng.integers(4, 33)), (0.5, 1.0, 2.0)[:int(rng.integers(1, 4))],
+                                                 (1.0, 2.0), dtype=np.float64),
+                  int(rng.integers(1, 7)), int(rng.integers(1, 7)), int(rng.choice([4, 8, 16])), "")
+                 for k in range(5)]
     cases = [Case(name, (b, h, w, s), hint=hint, expected=_anchors.grid_anchors(b, h, w, s))
              for name, b, h, w, s, hint in specs]
     compare = lambda e, g: compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
@@ -259,8 +292,8 @@ def check_grid_anchors(grid_anchors):
         (same_as(no_stride, compare),
          "Shift by x * stride and y * stride pixels, not by the cell index."),
     ]
-    return run_check("grid_anchors(base, feat_h, feat_w, stride)", cases, calling(grid_anchors), compare,
-                     names=("base", "feat_h", "feat_w", "stride"), mistakes=mistakes)
+    return run_check("grid_anchors(base, feat_h, feat_w, stride)", cases, calling(grid_anchors, library=[_anchors.grid_anchors, _anchors.grid_anchors_reference]), compare,
+                     names=("base", "feat_h", "feat_w", "stride"), mistakes=mistakes, hidden=hidden)
 
 
 # ======================================================================================
@@ -301,8 +334,8 @@ def _decode_variant(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0), clamp=True, multi
     return np.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], axis=1)
 
 
-def _encode_cases():
-    rng = np.random.default_rng(3)
+def _encode_cases(hidden=False):
+    rng = _rng(3, hidden)
     ref = _box_array([10, 20, 30, 60])                      # centre (20, 40), size 20 x 40
     refs, targets = _random_boxes(rng, 12), _random_boxes(rng, 12)
     return [
@@ -325,14 +358,14 @@ def _encode_cases():
     ]
 
 
-def check_encode(encode):
+def check_encode(encode, hidden=False):
     """Check encode(ref, target, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4) deltas (tx, ty, tw, th).
 
     Compared with boxes.encode: with centres (x, y), sizes (w, h) of target and (xa, ya), (wa, ha)
     of ref: tx = wx (x - xa) / wa, ty = wy (y - ya) / ha, tw = ww log(w / wa), th = wh log(h / ha).
     """
     cases = []
-    for name, ref, target, weights, hint in _encode_cases():
+    for name, ref, target, weights, hint in _encode_cases(hidden):
         kwargs = {} if weights is None else {"weights": weights}
         cases.append(Case(name, (ref, target), kwargs, expected=_boxes.encode(ref, target, **kwargs),
                           hint=hint, note="seeded random"))
@@ -345,18 +378,18 @@ def check_encode(encode):
         (same_as(_encode_variant, compare, divide=True),
          "The weights multiply the deltas (tx = wx * (x - xa) / wa); decode is where they divide."),
     ]
-    return run_check("encode(ref, target, weights)", cases, calling(encode), compare,
-                     names=("ref", "target"), mistakes=mistakes)
+    return run_check("encode(ref, target, weights)", cases, calling(encode, library=[_boxes.encode]), compare,
+                     names=("ref", "target"), mistakes=mistakes, hidden=hidden)
 
 
-def check_decode(decode):
+def check_decode(decode, hidden=False):
     """Check decode(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4) boxes: encode's inverse.
 
     Compared with boxes.decode: x = tx / wx * wa + xa, y = ty / wy * ha + ya,
     w = exp(min(tw / ww, log(1000/16))) * wa, h = exp(min(th / wh, log(1000/16))) * ha,
     box = (x - w/2, y - h/2, x + w/2, y + h/2).
     """
-    rng = np.random.default_rng(4)
+    rng = _rng(4, hidden)
     ref = _box_array([10, 20, 30, 60])
     refs = _random_boxes(rng, 12)
     deltas = rng.normal(0, 0.5, (12, 4))
@@ -398,17 +431,17 @@ def check_decode(decode):
          "The deltas move the CENTRE: x = tx * wa + xa with xa = x1 + wa / 2, and the box is "
          "(x - w/2, y - h/2, x + w/2, y + h/2)."),
     ]
-    return run_check("decode(ref, deltas, weights)", cases, calling(decode), compare,
-                     names=("ref", "deltas"), mistakes=mistakes)
+    return run_check("decode(ref, deltas, weights)", cases, calling(decode, library=[_boxes.decode]), compare,
+                     names=("ref", "deltas"), mistakes=mistakes, hidden=hidden)
 
 
-def check_encode_decode(encode, decode):
+def check_encode_decode(encode, decode, hidden=False):
     """check_encode(encode), check_decode(decode), then decode(ref, encode(ref, t)) == t with YOUR pair."""
-    ok_encode = check_encode(encode)
+    ok_encode = check_encode(encode, hidden=hidden)
     print()
-    ok_decode = check_decode(decode)
+    ok_decode = check_decode(decode, hidden=hidden)
     print()
-    rng = np.random.default_rng(5)
+    rng = _rng(5, hidden)
     refs, targets = _random_boxes(rng, 10), _random_boxes(rng, 10)
     cases = [Case("decode(ref, encode(ref, target)) with your two functions", (refs, targets), {},
                   expected=targets, hint="Each function must undo the other.", note="seeded random"),
@@ -416,10 +449,13 @@ def check_encode_decode(encode, decode):
                   expected=targets, hint="encode multiplies by the weights, decode divides by them.",
                   note="seeded random")]
     compare = lambda e, g: compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
-    ok_round = run_check("the round trip", cases,
-                         lambda c: decode(c.args[0].copy(), encode(*copied(c.args), **copied(c.kwargs)),
-                                          **copied(c.kwargs)),
-                         compare, names=("ref", "target"), signature="encode or decode")
+    library = [_boxes.encode, _boxes.decode]
+
+    def round_trip(c):                   # both of the student's functions, the library out of reach
+        with library_hidden(encode, library) as enc, library_hidden(decode, library) as dec:
+            return dec(c.args[0].copy(), enc(*copied(c.args), **copied(c.kwargs)), **copied(c.kwargs))
+
+    ok_round = run_check("the round trip", cases, round_trip, compare, names=("ref", "target"), signature="encode or decode", hidden=hidden)
     results = (ok_encode, ok_decode, ok_round)
     return CheckResult(all(results), sum(r.n_passed for r in results), sum(r.n_cases for r in results))
 
@@ -473,14 +509,19 @@ TIED_SCORES = [0.5, 0.5, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9, 0.5, 0.9,
                0.9, 0.5, 0.5, 0.9, 0.9, 0.9, 0.5, 0.9, 0.9, 0.9]
 
 
-def check_nms(nms):
+# every library function that does greedy NMS: a pass-through to any of them must fail
+NMS_FUNCTIONS = [_boxes.nms, _boxes.nms_reference, _boxes.batched_nms, _boxes.batched_nms_reference,
+                 _boxes._nms_loop, _boxes._nms_matrix]
+
+
+def check_nms(nms, hidden=False):
     """Check nms(boxes, scores, iou_threshold) -> (K,) integer indices of the kept boxes.
 
     Compared with boxes.nms: visit the boxes by decreasing score (equal scores: lower index first);
     keep a box unless its IoU with a box KEPT before it is > iou_threshold (strictly). Return the
     kept indices in the order they were kept (decreasing score).
     """
-    rng = np.random.default_rng(1)
+    rng = _rng(1, hidden)
     square = [0, 0, 10, 10]
     rb = _random_boxes(rng, 40, size=60.0, min_side=10.0, max_side=30.0)
     rs = rng.uniform(0, 1, 40)
@@ -534,8 +575,8 @@ def check_nms(nms):
          "You keep only the best box. NMS goes on down the list: every box whose IoU with each box "
          "kept so far is <= iou_threshold is kept too (boxes far from the best one all stay)."),
     ]
-    return run_check("nms(boxes, scores, iou_threshold)", cases, calling(nms), _compare_indices,
-                     names=("boxes", "scores", "iou_threshold"), mistakes=mistakes)
+    return run_check("nms(boxes, scores, iou_threshold)", cases, calling(nms, library=NMS_FUNCTIONS), _compare_indices,
+                     names=("boxes", "scores", "iou_threshold"), mistakes=mistakes, hidden=hidden)
 
 
 # ======================================================================================
@@ -555,7 +596,7 @@ def _smooth_l1_variant(pred, target, weights, sigma=1.0, normalizer=1.0, thresho
     return f.sum() / normalizer, grad_sign * grad
 
 
-def check_smooth_l1(smooth_l1):
+def check_smooth_l1(smooth_l1, hidden=False):
     """Check smooth_l1(pred, target, weights, sigma=1.0, normalizer=1.0) -> (loss, dpred).
 
     Compared with ops.smooth_l1: d = weights * (pred - target);
@@ -563,7 +604,7 @@ def check_smooth_l1(smooth_l1):
     loss = sum f(d) / normalizer (one number); dpred = weights * f'(d) / normalizer, same shape as pred,
     f'(d) = sigma^2 d in the quadratic zone, sign(d) outside.
     """
-    rng = np.random.default_rng(2)
+    rng = _rng(2, hidden)
     ones = np.ones((1, 4))
     pred = rng.normal(0, 1, (16, 4))
     target = rng.normal(0, 1, (16, 4))
@@ -613,8 +654,8 @@ def check_smooth_l1(smooth_l1):
          "dpred = +weights * f'(d) / normalizer; d = target - pred gives the same loss (f is even) "
          "but flips the sign of its derivative."),
     ]
-    return run_check("smooth_l1(pred, target, weights, sigma, normalizer)", cases, calling(smooth_l1), compare,
-                     names=("pred", "target", "weights"), mistakes=mistakes)
+    return run_check("smooth_l1(pred, target, weights, sigma, normalizer)", cases, calling(smooth_l1, library=[_ops.smooth_l1, _losses.smooth_l1_reference]), compare,
+                     names=("pred", "target", "weights"), mistakes=mistakes, hidden=hidden)
 
 
 # ======================================================================================
@@ -638,14 +679,14 @@ def _sce_backward_variant(logits, labels, normalizer=None, norm="kept", ignore=T
     return grad / n
 
 
-def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward):
+def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward, hidden=False):
     """Check softmax_cross_entropy_backward(logits, labels, normalizer=None) -> dlogits (N, C).
 
     Compared with the gradient of ops.softmax_cross_entropy: p = softmax(logits) row by row,
     dlogits[i] = (p[i] - onehot(labels[i])) / normalizer for rows with labels[i] >= 0 and 0 for
     rows with label -1 (ignored); normalizer None means the number of kept rows (at least 1).
     """
-    rng = np.random.default_rng(6)
+    rng = _rng(6, hidden)
     big_logits = rng.normal(0, 3, (32, 21))
     big_labels = rng.integers(-1, 21, 32)
     specs = [
@@ -687,7 +728,7 @@ def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward):
          "The sign is flipped: d loss / d z = p - onehot (the loss is MINUS log p)."),
     ]
     return run_check("softmax_cross_entropy_backward(logits, labels, normalizer)", cases,
-                     calling(softmax_cross_entropy_backward), compare, names=("logits", "labels"), mistakes=mistakes)
+                     calling(softmax_cross_entropy_backward, library=[_ops.softmax_cross_entropy, _losses.softmax_cross_entropy_reference]), compare, names=("logits", "labels"), mistakes=mistakes, hidden=hidden)
 
 
 # ======================================================================================
@@ -721,7 +762,7 @@ def _roi_pool_variant(feat, rois, output_size=(7, 7), spatial_scale=1 / 16, roun
     return out
 
 
-def check_roi_pool(roi_pool):
+def check_roi_pool(roi_pool, hidden=False):
     """Check roi_pool(feat, rois, output_size=(7, 7), spatial_scale=1/16) -> (K, C, PH, PW).
 
     Compared with ops.roi_pool_forward (the Caffe / torchvision rule): corners x1 * scale, ... are
@@ -731,7 +772,7 @@ def check_roi_pool(roi_pool):
     clipped to the map; the output is the bin's max, or 0 for an empty bin. feat: (N, C, H, W),
     rois: (K, 5) = (batch index, x1, y1, x2, y2) in image pixels; output_size is a pair (PH, PW).
     """
-    rng = np.random.default_rng(7)
+    rng = _rng(7, hidden)
     f4 = rng.permutation(16).reshape(1, 1, 4, 4).astype(np.float64)        # distinct values
     f6 = rng.permutation(36).reshape(1, 1, 6, 6).astype(np.float64)
     f8 = rng.permutation(64).reshape(1, 1, 8, 8).astype(np.float64)
@@ -801,8 +842,8 @@ def check_roi_pool(roi_pool):
         (same_as(_roi_pool_variant, compare, use_batch=False),
          "Every RoI was pooled from image 0: use feat[int(roi[0])], the RoI's own image."),
     ]
-    return run_check("roi_pool(feat, rois, output_size, spatial_scale)", cases, calling(roi_pool), compare,
-                     names=("feat", "rois"), mistakes=mistakes)
+    return run_check("roi_pool(feat, rois, output_size, spatial_scale)", cases, calling(roi_pool, library=[_ops.roi_pool_forward, _roi_pool.roi_pool_forward_reference]), compare,
+                     names=("feat", "rois"), mistakes=mistakes, hidden=hidden)
 
 
 # ======================================================================================
@@ -830,7 +871,7 @@ def _conv_backward_variant(dout, x, w, stride=1, pad=0, overwrite=False):
     return dxpad[:, :, pad:pad + H, pad:pad + W], dw, dout.sum(axis=(0, 2, 3))
 
 
-def check_conv_backward(conv_backward):
+def check_conv_backward(conv_backward, hidden=False):
     """Check conv_backward(dout, x, w, stride=1, pad=0) -> (dx, dw, db).
 
     Compared with ops.conv2d_backward after ops.conv2d_forward(x, w, b, stride, pad), where
@@ -838,7 +879,7 @@ def check_conv_backward(conv_backward):
     x: (N, C, H, W), w: (F, C, kh, kw), dout: (N, F, OH, OW). Returns dx shaped like x, dw like w,
     db of shape (F,).
     """
-    rng = np.random.default_rng(8)
+    rng = _rng(8, hidden)
     specs = [
         ("1 x 1 kernel, one image, one channel", (1, 1, 3, 3), (1, 1, 1, 1), 1, 0,
          "With a 1 x 1 kernel, out = w * x + b: dx = w * dout, dw = sum(dout * x), db = sum(dout)."),
@@ -899,5 +940,5 @@ def check_conv_backward(conv_backward):
         (same_as(_conv_backward_variant, compare, overwrite=True),
          "Overlapping windows overwrite each other in your dx: accumulate with dxpad[...] += ..., not =."),
     ]
-    return run_check("conv_backward(dout, x, w, stride, pad)", cases, calling(conv_backward), compare,
-                     names=("dout", "x", "w"), mistakes=mistakes)
+    return run_check("conv_backward(dout, x, w, stride, pad)", cases, calling(conv_backward, library=[_ops.conv2d_backward, _conv.conv2d_backward_reference, _conv.col2im]), compare,
+                     names=("dout", "x", "w"), mistakes=mistakes, hidden=hidden)

@@ -13,6 +13,7 @@ that fits, the case's own hint is shown.
 """
 import contextlib
 import io
+import json
 import math
 import os
 import sys
@@ -20,6 +21,8 @@ import textwrap
 import traceback
 
 import numpy as np
+
+from .hidden_library import LibraryHidden, library_hidden
 
 MAX_DETAILS = 3          # failing cases shown in full; later failures get one line each
 
@@ -189,9 +192,16 @@ def _describe_inputs(case, names):
     return lines
 
 
-def calling(function):
-    """call(case) for run_check: the student's function on copies of the case's inputs."""
-    return lambda case: function(*copied(case.args), **copied(case.kwargs))
+def calling(function, library=()):
+    """call(case) for run_check: the student's function on copies of the case's inputs.
+
+    library: the library functions the check compares with; while the student's function runs
+    they are out of its reach (hidden_library.library_hidden), so a pass-through fails.
+    """
+    def call(case):
+        with library_hidden(function, library) as student_function:
+            return student_function(*copied(case.args), **copied(case.kwargs))
+    return call
 
 
 def _call_capturing_prints(call, case):
@@ -244,8 +254,12 @@ def _known_slip_hint(mistakes, cases, answers, index):
     return best_hint
 
 
-def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
+def run_check(title, cases, call, compare, names, mistakes=(), signature=None, hidden=False):
     """Run every case, print PASS / FAIL lines and details, return a CheckResult (true if all passed).
+
+    hidden=True (the grader's hidden cases): the same run, but only one line is printed, how many
+    cases passed; the cases' inputs and the feedback stay out of the notebook.
+    Every check also appends its result to the grader's log when there is one (report_to_grader).
 
     title: what is checked, e.g. "iou(a, b)"; signature: the function named when a stub still
     raises NotImplementedError (default: title).
@@ -255,6 +269,31 @@ def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
     one that best explains the answers to all the cases replaces a failing case's hint
     (_known_slip_hint), so every case runs before the first line of feedback is printed.
     """
+    if not hidden:
+        result, first_failure = _run_and_print(title, cases, call, compare, names, mistakes, signature)
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result, first_failure = _run_and_print(title, cases, call, compare, names, mistakes, signature)
+        print(f"Hidden cases of {title}: {result.n_passed} of {result.n_cases} passed.")
+    report_to_grader(title + (", hidden cases" if hidden else ""), result, first_failure)
+    return result
+
+
+def report_to_grader(title, result, first_failure):
+    """Append {"title", "passed", "total", "first_failure"} as one JSON line to the file named by
+    $MINIFRCNN_GRADE_LOG, if set: how `python -m minifrcnn grade` (grading.py) learns the result
+    of every check a graded cell ran. Without the variable (a student's own run): nothing."""
+    path = os.environ.get("MINIFRCNN_GRADE_LOG")
+    if not path:
+        return
+    record = {"title": title, "passed": result.n_passed, "total": result.n_cases,
+              "first_failure": first_failure}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _run_and_print(title, cases, call, compare, names, mistakes, signature):
+    """run_check's work: (CheckResult, one line on the first failing case or "")."""
     signature = title if signature is None else signature
     print(f"Checking {title}: {len(cases)} cases")
     outcomes = []
@@ -283,18 +322,23 @@ def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
             print(f"  not implemented yet: {signature} still raises NotImplementedError.")
             print("  Replace the line `raise NotImplementedError(...)` with your code, run that cell,")
             print("  then run this check again.")
-            return CheckResult(False, passed, len(cases))
+            return CheckResult(False, passed, len(cases)), f"not implemented: {signature} raises NotImplementedError"
         if not problem:
             passed += 1
             print(f"  PASS  {case.name}")
             continue
         failed += 1
+        if failed == 1:
+            first_failure = f"{case.name}: {problem[0]}"
         print(f"  FAIL  {case.name}")
         if failed > MAX_DETAILS:
             continue
         hint = case.hint
         if kind == "returned":
             hint = _known_slip_hint(mistakes, cases, answers, index) or hint
+        elif isinstance(outcomes[index][1], LibraryHidden):
+            hint = ("Write the computation yourself, with NumPy: the library's function is the "
+                    "answer yours is compared with.")
         indent = " " * 8
         for i, line in enumerate(_describe_inputs(case, names)):
             label = "inputs: " if i == 0 else " " * 8
@@ -306,10 +350,10 @@ def run_check(title, cases, call, compare, names, mistakes=(), signature=None):
                                 subsequent_indent=indent + "      "))
     if failed == 0:
         print("Both cases passed. Well done!" if len(cases) == 2 else f"All {len(cases)} cases passed. Well done!")
-        return CheckResult(True, passed, len(cases))
+        return CheckResult(True, passed, len(cases)), ""
     print(f"{passed} of {len(cases)} cases passed. Start with the first FAIL above, fix your function,")
     print("run its cell again, then this one.")
-    return CheckResult(False, passed, len(cases))
+    return CheckResult(False, passed, len(cases)), first_failure
 
 
 def same_as(variant, compare, **switch):

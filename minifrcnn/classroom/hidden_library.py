@@ -8,6 +8,7 @@ raises LibraryHidden instead:
     - attributes of every loaded minifrcnn module   (boxes.box_iou, minifrcnn.ops.roi_pool_forward)
     - global names of the student's function        (the notebook's `from minifrcnn.boxes import box_iou`)
     - the student's function's default arguments    (def iou(a, b, f=box_iou))
+    - the variables it closes over                  (f = box_iou; iou = lambda a, b: f(a, b), in a function)
 
 and a student's function that *is* a hidden library function (iou = box_iou) raises at once.
 Everything is put back when the call returns. The checks compute their expected answers before
@@ -69,6 +70,15 @@ def library_hidden(function, hidden):
     defaults = getattr(function, "__defaults__", None)
     if defaults and any(id(d) in names for d in defaults):
         function.__defaults__ = tuple(_stand_in(names[id(d)]) if id(d) in names else d for d in defaults)
+    cells = []                                     # (closure cell, original value)
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:                         # a cell not filled yet
+            continue
+        if id(value) in names:
+            cells.append((cell, value))
+            cell.cell_contents = _stand_in(names[id(value)])
     try:
         yield function
     finally:
@@ -76,3 +86,5 @@ def library_hidden(function, hidden):
             space[key] = value
         if defaults is not None:
             function.__defaults__ = defaults
+        for cell, value in cells:
+            cell.cell_contents = value
