@@ -34,25 +34,11 @@ def offscreen_figure(figsize):
 
 
 def draw_detections(image, det, class_names, score_threshold=0.5, ax=None):
-    """Draw boxes, class names and scores on a matplotlib axis (a new figure if ax is None)."""
-    from matplotlib import colormaps
-    from matplotlib.patches import Rectangle
-    if ax is None:
-        import matplotlib.pyplot as plt
-        _, ax = plt.subplots(figsize=(5, 5))
-    h, w = image.shape[:2]
-    ax.imshow(image, extent=(0, w, h, 0))   # pixel c covers [c, c + 1), as our boxes assume
-    colours = colormaps["tab10"].colors
-    for box, score, label in zip(det["boxes"], det["scores"], det["labels"]):
-        if score < score_threshold:
-            continue
-        x1, y1, x2, y2 = (float(v) for v in box)
-        colour = colours[int(label) % len(colours)]
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=2, color=colour))
-        name = class_names[int(label) - 1] if class_names else str(int(label))
-        ax.text(x1, y1, f"{name} {score:.2f}", color="white", fontsize=8, va="bottom",
-                bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "lw": 0})
-    ax.set_axis_off()
+    """Draw the image and its detections scoring at least score_threshold (plotting.py's look:
+    each class its colour, "name score" on it); a new figure if ax is None. Returns ax."""
+    from . import plotting
+    ax = plotting.show_image(image, ax=ax)     # pixel c covers [c, c + 1), as our boxes assume
+    plotting.draw_detections(ax, det["boxes"], det["labels"], det["scores"], class_names, score_threshold)
     return ax
 
 
