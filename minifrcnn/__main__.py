@@ -282,8 +282,11 @@ def cmd_experiment(args):
         raise ValueError(f"--out {args.out}: already holds the results of this experiment "
                          f"({earlier}); choose another folder, or --overwrite to replace them")
     seeds, iters = (1, 150) if args.quick else (args.seeds, args.iters)
-    run_experiment(args.name, args.out, seeds=seeds, iters=iters,
-                   train_images=args.train_images, test_images=args.test_images, device=device)
+    jobs = args.jobs or (1 if device == "cuda" else min(seeds, os.cpu_count() or 1))
+    if device == "cuda" and jobs > 1:
+        raise ValueError(f"--jobs {jobs}: the seeds share one GPU; use --jobs 1 with --device cuda")
+    run_experiment(args.name, args.out, seeds=seeds, iters=iters, train_images=args.train_images,
+                   test_images=args.test_images, device=device, jobs=jobs)
 
 
 def cmd_evaluate(args):
@@ -442,6 +445,9 @@ def build_parser():
     s.add_argument("--train-images", type=positive_int, default=1000)
     s.add_argument("--test-images", type=positive_int, default=200)
     s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")
+    s.add_argument("--jobs", type=positive_int,
+                   help="seeds trained at once, in processes with one BLAS thread each "
+                        "(default: min(seeds, CPU cores); 1 with --device cuda)")
     s.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     s.add_argument("--device", choices=["cpu", "cuda"])
     s.set_defaults(func=cmd_experiment)

@@ -8,22 +8,15 @@ from minifrcnn.paper import experiments
 from minifrcnn.paper.experiments import NAMES, run_experiment
 
 
-@pytest.fixture(autouse=True)
-def tiny(monkeypatch):
-    """A tiny model so that each runner finishes in seconds; the runner's logic is unchanged."""
-    real = experiments.config_for_data
-
-    def small(samples, names, **overrides):
-        return real(samples, names, backbone="tiny", head_hidden=16, roi_output_size=3,
-                    rpn_batch_size=32, roi_batch_size=16, **overrides)
-
-    monkeypatch.setattr(experiments, "config_for_data", small)
+# A tiny model so that each runner finishes in seconds; the runner's logic is unchanged.
+TINY = {"backbone": "tiny", "head_hidden": 16, "roi_output_size": 3, "rpn_batch_size": 32,
+        "roi_batch_size": 16}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_runner_writes_its_table(name, tmp_path):
     result = run_experiment(name, str(tmp_path), seeds=1, iters=2, train_images=6,
-                            test_images=4, log=lambda *_: None)
+                            test_images=4, log=lambda *_: None, config_changes=TINY)
     labels = [s["variant"] for s in result["summary"]]
     assert len(labels) == len(experiments._variants(name)) and len(set(labels)) == len(labels)
     for s in result["summary"]:
@@ -53,10 +46,21 @@ def test_a_stopped_experiment_keeps_the_finished_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "_train_variant", train_variant)
     with pytest.raises(TrainingDiverged):
         run_experiment("lambda", str(tmp_path), seeds=1, iters=2, train_images=6,
-                       test_images=4, log=lambda *_: None)
+                       test_images=4, log=lambda *_: None, config_changes=TINY)
     partial = json.load(open(tmp_path / "lambda.partial.json"))
     assert [r["variant"] for r in partial["runs"]] == [calls[0]]
     assert not (tmp_path / "lambda.json").exists()
+
+
+def test_seeds_in_worker_processes_give_every_run_in_order(tmp_path):
+    """jobs=2: two spawned processes, one seed each; the results come back in seed order and
+    the per-seed partial files are gone."""
+    result = run_experiment("lambda", str(tmp_path), seeds=2, iters=2, train_images=6,
+                            test_images=4, log=lambda *_: None, jobs=2, config_changes=TINY)
+    labels = [v[0] for v in experiments._variants("lambda")]
+    assert [(r["seed"], r["variant"]) for r in result["runs"]] == [(s, v) for s in (0, 1) for v in labels]
+    assert all(s["n"] == 2 for s in result["summary"])
+    assert sorted(os.listdir(tmp_path)) == ["lambda", "lambda.json", "lambda.md", "lambda.png"]
 
 
 def test_the_command_line_does_not_replace_earlier_results(tmp_path, capsys):

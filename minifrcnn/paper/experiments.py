@@ -7,6 +7,7 @@
     python -m minifrcnn experiment sharing     # shared vs unshared conv features
     python -m minifrcnn experiment pretrain    # backbone from scratch vs pre-trained on crops
     ... --seeds 2 --iters 2000 --out runs/experiments     (--quick: 1 seed, 150 iterations)
+    ... --jobs 2      the seeds in 2 processes at once (the default on a CPU: min(seeds, cores))
 
 Each writes <out>/<name>.md (a markdown table: mean and standard deviation over seeds),
 <name>.json (every run) and <name>.png (a bar chart with the spread), and prints the table.
@@ -89,49 +90,101 @@ def _variants(name):
     raise ValueError(f"experiment {name!r}: expected one of {', '.join(NAMES)}")
 
 
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run_experiment(name, out_dir, seeds=2, iters=2000, train_images=1000, test_images=200,
-                   device="cpu", log=print):
-    """Run every variant of experiment `name` for each seed; write and return the results."""
-    variants = _variants(name)
+                   device="cpu", log=print, jobs=1, config_changes=None):
+    """Run every variant of experiment `name` for each seed; write and return the results.
+
+    jobs > 1: the seeds run in that many worker processes at once, each with one BLAS thread
+    (on 2 CPU cores two single-threaded trainings do about 1.5 times the work of one training
+    with two threads: most of a step is too small to keep two threads busy). A run is the same
+    function of its seed either way, given the BLAS thread count.
+    config_changes: Config fields changed in every variant (the tests train a tiny model).
+    """
+    variants = _variants(name)                                  # a ValueError for a bad name, now
     os.makedirs(out_dir, exist_ok=True)
-    data = shapes.make_split("train", train_images)
-    test = shapes.make_split("test", test_images)
-    runs = []
     settings = {"experiment": name, "seeds": seeds, "iters": iters, "train_images": train_images,
                 "test_images": test_images}
     partial = os.path.join(out_dir, f"{name}.partial.json")   # the runs finished so far
+    tasks = [(name, seed, out_dir, iters, train_images, test_images, device, config_changes)
+             for seed in range(seeds)]
     try:
-        for seed in range(seeds):
-            trained = {}                   # (overrides, scheme) -> (model, seconds, extra)
-            for label, overrides, scheme, test_args in variants:
-                key = (json.dumps(overrides, sort_keys=True), scheme)
-                if key not in trained:
-                    trained[key] = _train_variant(name, label, overrides, scheme, data, out_dir,
-                                                  seed, iters, device, log)
-                model, seconds, extra = trained[key]
-                test_args = dict(test_args)
-                if test_args.pop("unshared", False):
-                    # the step-2 detector with the step-1 RPN: two networks, no shared convs
-                    model, test_args["proposer"] = extra["step2"], extra["step1"]
-                m = _map(_detect_all(model, test, **test_args), test)
-                runs.append({"variant": label, "seed": seed, "map": m, "train_seconds": seconds})
-                log(f"{name} | seed {seed} | {label}: mAP {m:.4f}, trained in {seconds:.0f} s")
-                _write_json(partial, dict(settings, runs=runs))
+        if jobs <= 1:
+            runs = []
+            for task in tasks:
+                runs += run_seed(*task, log=log, finished=lambda done: _write_json(
+                    partial, dict(settings, runs=runs + done)))
+        else:
+            runs = [run for seed_runs in _in_worker_processes(run_seed, tasks, jobs) for run in seed_runs]
     except (KeyboardInterrupt, TrainingDiverged):
-        log(f"\n{name}: stopped after {len(runs)} finished runs; their results are in "
-            f"{partial if runs else '(none yet)'}")
+        where = partial if jobs <= 1 else os.path.join(out_dir, f"{name}.partial.seed<k>.json")
+        log(f"\n{name}: stopped; the runs finished so far are in {where} (none if it does not exist)")
         raise
     summary = summarise(runs, [v[0] for v in variants])
     result = dict(settings, runs=runs, summary=summary)
     _write_json(os.path.join(out_dir, f"{name}.json"), result)
-    if os.path.exists(partial):
-        os.remove(partial)
+    for path in [partial] + [os.path.join(out_dir, f"{name}.partial.seed{seed}.json") for seed in range(seeds)]:
+        if os.path.exists(path):
+            os.remove(path)
     table = format_table(name, summary, seeds, iters)
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(table + "\n")
     plot_summary(name, summary, os.path.join(out_dir, f"{name}.png"))
     log(table)
     return result
+
+
+def run_seed(name, seed, out_dir, iters, train_images, test_images, device, config_changes=None,
+             log=print, finished=None):
+    """Every variant of experiment `name` with one seed: the list of its runs, in variant order.
+
+    Variants that train the same thing (the proposals experiment tests one model five ways)
+    train once. finished(runs so far) is called after each run (the partial results file);
+    in a worker process (jobs > 1) each seed writes <out>/<name>.partial.seed<k>.json instead.
+    """
+    variants = _variants(name)
+    data = shapes.make_split("train", train_images)
+    test = shapes.make_split("test", test_images)
+    if finished is None:                                         # a worker process
+        path = os.path.join(out_dir, f"{name}.partial.seed{seed}.json")
+        finished = lambda done: _write_json(path, {"experiment": name, "seed": seed, "runs": done})  # noqa: E731
+    trained = {}                       # (overrides, scheme) -> (model, seconds, extra)
+    runs = []
+    for label, overrides, scheme, test_args in variants:
+        overrides = dict(overrides, **(config_changes or {}))
+        key = (json.dumps(overrides, sort_keys=True), scheme)
+        if key not in trained:
+            trained[key] = _train_variant(name, label, overrides, scheme, data, out_dir,
+                                          seed, iters, device, log)
+        model, seconds, extra = trained[key]
+        test_args = dict(test_args)
+        if test_args.pop("unshared", False):
+            # the step-2 detector with the step-1 RPN: two networks, no shared convs
+            model, test_args["proposer"] = extra["step2"], extra["step1"]
+        m = _map(_detect_all(model, test, **test_args), test)
+        runs.append({"variant": label, "seed": seed, "map": m, "train_seconds": seconds})
+        log(f"{name} | seed {seed} | {label}: mAP {m:.4f}, trained in {seconds:.0f} s")
+        finished(runs)
+    return runs
+
+
+def _in_worker_processes(function, tasks, jobs):
+    """[function(*task) for task in tasks], run in `jobs` fresh processes with one BLAS thread
+    each (the variables are read when NumPy loads, so they are set before the workers start)."""
+    import multiprocessing
+    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
+    os.environ.update({k: "1" for k in BLAS_THREAD_VARIABLES})
+    try:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            return pool.starmap(function, tasks)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _write_json(path, data):
