@@ -11,6 +11,10 @@ As nbgrader does, every block of a code cell between a line `### BEGIN SOLUTION`
 and every block between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` (in a graded cell:
 the checks the grader runs that the student never sees) is removed.
 
+A cell whose metadata has `"minifrcnn": {"answer": true}` is an answer to a question asked in
+the notebook (a markdown cell, in the solution notebook only): it is left out of the student
+version altogether.
+
 The cells carry nbgrader's metadata (schema 3), in the solution notebooks and copied unchanged
 into the student versions: a cell with a solution block is {"solution": true, "grade": false,
 "locked": false}, a cell that calls a check is graded ({"grade": true, "points": POINTS,
@@ -83,6 +87,11 @@ def strip_solutions(source, where="cell"):
 
 # --------------------------------------------------------------------------- nbgrader metadata
 
+def is_answer(cell):
+    """True for an answer cell: metadata {"minifrcnn": {"answer": true}}, left out of the student version."""
+    return bool((cell.get("metadata", {}).get("minifrcnn") or {}).get("answer"))
+
+
 def cell_role(cell):
     """"solution" (has a BEGIN SOLUTION block), "graded" (a code cell calling a check_ function:
     `check_iou(iou)`) or "locked" (anything else)."""
@@ -109,7 +118,7 @@ def _new_grade_id(cell, index, taken):
     role = cell_role(cell)
     found = re.search(r"^def (\w+)\(" if role == "solution" else r"^(check_\w+)\(", cell.source,
                       re.MULTILINE) if role != "locked" else None
-    base = found.group(1) if found else f"cell-{index:02d}"
+    base = found.group(1) if found else f"answer-{index:02d}" if is_answer(cell) else f"cell-{index:02d}"
     grade_id, n = base, 2
     while grade_id in taken:
         grade_id, n = f"{base}-{n}", n + 1
@@ -133,6 +142,8 @@ def metadata_problems(nb, name="notebook"):
                             f"should be {want}")
         if want["grade"] and not (isinstance(meta.get("points"), (int, float)) and meta["points"] > 0):
             problems.append(f"{name}, cell {index}: a graded cell needs points > 0")
+        if is_answer(cell) and cell.cell_type != "markdown":
+            problems.append(f"{name}, cell {index}: an answer cell (minifrcnn.answer) must be a markdown cell")
     return problems
 
 
@@ -160,6 +171,7 @@ def make_student_notebook(solution, name="notebook"):
             "kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"}),
         "language_info": {"name": "python"},
     })
+    nb.cells = [cell for cell in nb.cells if not is_answer(cell)]       # the answers stay with the teacher
     for index, cell in enumerate(nb.cells):
         cell.metadata = nbformat.NotebookNode(
             {k: v for k, v in cell.metadata.items() if k not in ("execution", "collapsed", "scrolled")})

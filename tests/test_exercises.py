@@ -14,8 +14,9 @@ import nbformat
 import numpy as np
 import pytest
 
-from minifrcnn import anchors, boxes, classroom, ops
-from minifrcnn.classroom import exercises
+from minifrcnn import anchor_targets, anchors, boxes, classroom, evaluate, fast_rcnn, ops, proposal_targets, proposals, rpn
+from minifrcnn.classroom import detector_exercises, exercises
+from minifrcnn.config import Config
 from minifrcnn.classroom.hidden_library import library_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,54 @@ def library_roi_pool(feat, rois, output_size=(7, 7), spatial_scale=1 / 16):
     return ops.roi_pool_forward(feat, rois, output_size=output_size, spatial_scale=spatial_scale)[0]
 
 
+def library_label_anchors(anchors, gt_boxes, image_size, positive_iou=0.7, negative_iou=0.3, allowed_border=0):
+    # a sample as large as the anchors, all of it open to positives: nothing is dropped or drawn
+    labels, _, matched_gt = anchor_targets.anchor_targets(
+        anchors, gt_boxes, image_size, np.random.default_rng(0), positive_iou=positive_iou,
+        negative_iou=negative_iou, batch_size=max(len(anchors), 1), positive_fraction=1.0,
+        allowed_border=allowed_border)
+    return labels, matched_gt
+
+
+def library_sample_anchors(labels, rng, batch_size=256, positive_fraction=0.5):
+    labels = labels.copy()                     # anchor_targets' step 2, with its random_subset
+    pos = np.flatnonzero(labels == 1)
+    keep_pos = anchor_targets.random_subset(pos, int(batch_size * positive_fraction), rng)
+    labels[pos] = -1
+    labels[keep_pos] = 1
+    neg = np.flatnonzero(labels == 0)
+    keep_neg = anchor_targets.random_subset(neg, batch_size - len(keep_pos), rng)
+    labels[neg] = -1
+    labels[keep_neg] = 0
+    return labels
+
+
+def library_roi_targets(proposals, gt_boxes, gt_labels, num_classes, rng, **kwargs):
+    t = proposal_targets.proposal_targets(proposals, gt_boxes, gt_labels, num_classes, rng, **kwargs)
+    return t["rois"], t["labels"], t["bbox_targets"], t["bbox_weights"]
+
+
+def library_rpn_loss(logits, deltas, labels, bbox_targets, feat_size, batch_size=256, lam=10.0, sigma=3.0):
+    cfg = Config(rpn_batch_size=batch_size, rpn_lambda=lam, rpn_sigma=sigma, loss_normalization="paper")
+    terms, dlogits, ddeltas = rpn.rpn_loss(logits, deltas, labels, bbox_targets, feat_size, cfg)
+    return terms["rpn_cls"], terms["rpn_reg"], dlogits, ddeltas
+
+
+def library_head_loss(scores, deltas, labels, bbox_targets, bbox_weights, lam=1.0, sigma=1.0):
+    cfg = Config(head_lambda=lam, head_sigma=sigma)
+    terms, dscores, ddeltas = fast_rcnn.fast_rcnn_loss(scores, deltas, labels, bbox_targets, bbox_weights, cfg)
+    return terms["head_cls"], terms["head_reg"], dscores, ddeltas
+
+
+def library_voc_ap(det_image, det_scores, det_boxes, gt_boxes, gt_difficult, iou_threshold=0.5, method="area"):
+    images = range(len(gt_boxes))
+    dets = [{"boxes": det_boxes[det_image == i], "scores": det_scores[det_image == i],
+             "labels": np.ones(int((det_image == i).sum()), dtype=np.int64)} for i in images]
+    gts = [{"boxes": gt_boxes[i], "labels": np.ones(len(gt_boxes[i]), dtype=np.int64),
+            "difficult": gt_difficult[i]} for i in images]
+    return evaluate.evaluate_detections(dets, gts, ["object"], iou_threshold, method)["ap"]["object"]
+
+
 LIBRARY = {
     "check_iou": (boxes.box_iou,),
     "check_anchors": (anchors.generate_base_anchors,),
@@ -58,6 +107,13 @@ LIBRARY = {
     "check_softmax_cross_entropy_backward": (library_sce_backward,),
     "check_roi_pool": (library_roi_pool,),
     "check_conv_backward": (library_conv_backward,),
+    "check_label_anchors": (library_label_anchors,),
+    "check_sample_anchors": (library_sample_anchors,),
+    "check_proposal_layer": (proposals.proposal_layer,),
+    "check_roi_targets": (library_roi_targets,),
+    "check_rpn_loss": (library_rpn_loss,),
+    "check_head_loss": (library_head_loss,),
+    "check_voc_ap": (library_voc_ap,),
 }
 
 
@@ -143,7 +199,8 @@ def test_every_check_is_exported_and_documented():
     assert sorted(classroom.__all__) == sorted(LIBRARY)
     for name in classroom.__all__:
         assert getattr(classroom, name).__doc__, name
-        assert name in exercises.__doc__, f"{name} is missing from the module docstring's table"
+        assert name in exercises.__doc__ + detector_exercises.__doc__, \
+            f"{name} is missing from the module docstrings' tables"
 
 
 # ------------------------------------------------------------------------- subtly wrong implementations
@@ -354,6 +411,342 @@ WRONG = [
 ]
 
 
+# ---- 09-13: each written the way a student might, with a `slip` switch for the known slips
+
+def named(function, name, **switch):
+    """function with its slip switched on, under a name of its own (the test id)."""
+    def wrong(*args, **kwargs):
+        return function(*args, **kwargs, **switch)
+    wrong.__name__ = name
+    return wrong
+
+
+def label_anchors_student(anchors, gt_boxes, image_size, positive_iou=0.7, negative_iou=0.3, allowed_border=0,
+                          slip=None):
+    H, W = image_size
+    if slip == "w_h":                                   # reads image_size as (W, H)
+        W, H = image_size
+    b = allowed_border
+    A = len(anchors)
+    labels = np.full(A, -1, dtype=np.int64)
+    matched = np.full(A, -1, dtype=np.int64)
+    inside = [a for a in range(A) if slip == "no_border"
+              or (anchors[a, 0] >= -b and anchors[a, 1] >= -b and anchors[a, 2] <= W + b and anchors[a, 3] <= H + b)]
+    inside = np.array(inside, dtype=np.int64)
+    if len(gt_boxes) == 0:
+        labels[inside] = 0
+        return labels, matched
+    iou_all = boxes.box_iou(anchors, gt_boxes)
+    iou = iou_all[inside]
+    best_iou = iou.max(axis=1)
+    best_gt = iou.argmax(axis=1)
+    negative = best_iou <= negative_iou if slip == "neg_le" else best_iou < negative_iou
+    positive = best_iou > positive_iou if slip == "pos_gt" else best_iou >= positive_iou
+    lab = np.full(len(inside), -1, dtype=np.int64)
+    if slip != "clobber":
+        lab[negative] = 0
+    best_for = {}                                       # inside position -> a gt it is best for
+    for g in range(len(gt_boxes)):
+        top = (iou_all[:, g] if slip == "best_over_all" else iou[:, g]).max()
+        if top == 0 and slip != "zero_best":
+            continue
+        winners = [int(np.argmax(iou[:, g]))] if slip == "one_argmax" else np.flatnonzero(iou[:, g] == top)
+        for w in winners:
+            if iou[w, g] == top:
+                best_for.setdefault(int(w), g)
+    if slip != "no_best":
+        for w in best_for:
+            lab[w] = 1
+    lab[positive] = 1
+    if slip == "clobber":
+        lab[negative] = 0
+    labels[inside] = lab
+    for k, a in enumerate(inside):
+        if lab[k] == 1:
+            matched[a] = best_for[k] if slip == "gt_it_is_best_for" and k in best_for and not positive[k] else best_gt[k]
+        elif slip == "matched_everywhere":
+            matched[a] = best_gt[k]
+    return labels, matched
+
+
+def sample_anchors_student(labels, rng, batch_size=256, positive_fraction=0.5, slip=None):
+    out = labels.copy()
+
+    def pick(candidates, k):
+        if len(candidates) <= k and slip != "always_draw":
+            return candidates
+        if slip == "permutation":                         # another (valid) draw
+            return np.sort(rng.permutation(candidates)[:k])
+        return np.sort(rng.choice(candidates, size=min(k, len(candidates)), replace=False))
+
+    pos = np.flatnonzero(labels == 1)
+    n_pos = batch_size if slip == "no_cap" else int(batch_size * positive_fraction)
+    if slip == "negatives_first":
+        keep_neg = pick(np.flatnonzero(labels == 0), batch_size - min(len(pos), n_pos))
+        keep_pos = pick(pos, n_pos)
+        out[(labels == 0)] = -1
+        out[keep_neg] = 0
+    else:
+        keep_pos = pick(pos, n_pos)
+    out[pos] = 0 if slip == "dropped_to_zero" else -1
+    out[keep_pos] = 1
+    if slip != "negatives_first":
+        neg = np.flatnonzero(out == 0)
+        room = {"quota_half": batch_size - n_pos, "quota_all": batch_size}.get(slip, batch_size - len(keep_pos))
+        keep_neg = pick(neg, room)
+        out[neg] = -1
+        out[keep_neg] = 0
+    return out
+
+
+def proposal_layer_student(anchors, objectness, deltas, image_size, pre_nms_top_n=6000, post_nms_top_n=300,
+                           nms_threshold=0.7, min_size=16.0, slip=None):
+    H, W = image_size
+    if slip == "w_h":
+        W, H = image_size
+    b = boxes.decode(anchors, deltas)
+    s = objectness
+
+    def clip(b):
+        if slip == "no_clip":
+            return b
+        b = b.copy()
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, W)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, H)
+        return b
+
+    def big(b, s):
+        w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+        keep = (w > min_size) & (h > min_size) if slip == "strict_size" else (w >= min_size) & (h >= min_size)
+        return b[keep], s[keep]
+
+    def best(b, s, n):
+        order = np.argsort(s)[::-1] if slip == "argsort_reversed" else np.argsort(-s, kind="stable")
+        if n:
+            order = order[:n]
+        return b[order], s[order]
+
+    if slip == "size_before_clip":
+        b, s = big(b, s)
+        b = clip(b)
+    else:
+        b = clip(b)
+        if slip == "topn_before_size":
+            b, s = best(b, s, pre_nms_top_n)
+        b, s = big(b, s)
+    if slip == "nms_on_all":
+        b, s = best(b, s, None)
+    else:
+        b, s = best(b, s, pre_nms_top_n)
+    if slip == "post_topn_first":
+        b, s = b[:post_nms_top_n], s[:post_nms_top_n]
+    keep = boxes.nms(b, s, nms_threshold)
+    if post_nms_top_n and slip != "no_post_topn":
+        keep = keep[:post_nms_top_n]
+    return b[keep], s[keep]
+
+
+def roi_targets_student(proposals, gt_boxes, gt_labels, num_classes, rng, batch_size=128, fg_fraction=0.25,
+                        fg_iou=0.5, bg_iou_hi=0.5, bg_iou_lo=0.1, stds=(0.1, 0.1, 0.2, 0.2), slip=None):
+    rois = proposals if slip == "no_gt_candidates" else np.concatenate([proposals, gt_boxes])
+    if len(gt_boxes):
+        iou = boxes.box_iou(rois, gt_boxes)
+        m, g = iou.max(axis=1), iou.argmax(axis=1)
+        low = 0.0 if slip == "no_lower_bound" else bg_iou_lo
+        bg_ok = (m >= low) & (m < bg_iou_hi)
+    else:
+        m, g = np.zeros(len(rois)), np.zeros(len(rois), dtype=np.int64)
+        bg_ok = np.zeros(len(rois), dtype=bool) if slip == "no_gt_no_rows" else np.ones(len(rois), dtype=bool)
+    fg_ok = m > fg_iou if slip == "fg_gt" else m >= fg_iou
+
+    def pick(c, k):
+        if len(c) <= k:
+            return c
+        chosen = c[rng.choice(len(c), size=k, replace=False)]
+        return chosen if slip == "unsorted" else np.sort(chosen)
+
+    n_fg = batch_size if slip == "no_fg_cap" else round(fg_fraction * batch_size)
+    fg = pick(np.flatnonzero(fg_ok), n_fg)
+    bg = pick(np.flatnonzero(bg_ok), batch_size if slip == "bg_fills_batch" else batch_size - len(fg))
+    keep = np.concatenate([bg, fg] if slip == "bg_first" else [fg, bg]).astype(np.int64)
+    out_rois = rois[keep]
+    labels = np.zeros(len(keep), dtype=np.int64)
+    targets = np.zeros((len(keep), 4 * (num_classes + 1)))
+    weights = np.zeros_like(targets)
+    for row, r in enumerate(keep):
+        if not fg_ok[r]:
+            continue
+        c = int(g[r]) + 1 if slip == "index_as_class" else int(gt_labels[g[r]])
+        labels[row] = c
+        t = boxes.encode(rois[r:r + 1], gt_boxes[g[r]:g[r] + 1])[0]
+        t = {"no_stds": t, "times_stds": t * np.array(stds)}.get(slip, t / np.array(stds))
+        start = {"columns_0": 0, "columns_c_minus_1": 4 * (c - 1)}.get(slip, 4 * c)
+        targets[row, start:start + 4] = t
+        weights[row, start:start + 4] = 1
+    return out_rois, labels, targets, weights
+
+
+def rpn_loss_student(logits, deltas, labels, bbox_targets, feat_size, batch_size=256, lam=10.0, sigma=3.0, slip=None):
+    n, r, _ = logits.shape
+    H, W = feat_size
+    y = labels.reshape(-1)
+    if slip == "ignored_as_background":
+        y = np.maximum(y, 0)
+    images = 1 if slip == "one_image_normalisers" else n
+    n_cls = max(int((labels >= 0).sum()), 1) if slip == "n_cls_sampled" else images * batch_size
+    n_reg = {"n_reg_256": images * batch_size, "n_reg_anchors": images * r,
+             "n_reg_positives": max(int((labels == 1).sum()), 1)}.get(slip, images * H * W)
+    cls_loss, dlogits = ops.softmax_cross_entropy(logits.reshape(-1, 2), y, normalizer=n_cls)
+    p_star = {"regress_sampled": labels >= 0, "regress_all": labels >= -1}.get(slip, labels == 1)
+    w = np.repeat(p_star.reshape(-1, 1).astype(np.float64), 4, axis=1)
+    s = 1.0 if slip == "sigma_1" else sigma
+    reg, dd = ops.smooth_l1(deltas.reshape(-1, 4), bbox_targets.reshape(-1, 4), w, sigma=s, normalizer=n_reg)
+    lam_loss = 1.0 if slip == "no_lambda" else lam
+    lam_grad = 1.0 if slip in ("no_lambda", "lambda_not_in_gradient") else lam
+    return cls_loss, lam_loss * reg, dlogits.reshape(logits.shape), lam_grad * dd.reshape(deltas.shape)
+
+
+def head_loss_student(scores, deltas, labels, bbox_targets, bbox_weights, lam=1.0, sigma=1.0, slip=None):
+    S = len(labels)
+    cls_loss, dscores = ops.softmax_cross_entropy(scores, labels, normalizer=128 if slip == "divide_by_128" else S)
+    n_reg = max(int((labels > 0).sum()), 1) if slip == "divide_by_fg" else S
+    w = np.ones_like(bbox_weights) if slip == "all_columns" else bbox_weights
+    reg, dd = ops.smooth_l1(deltas, bbox_targets, w, sigma=3.0 if slip == "sigma_3" else sigma, normalizer=n_reg)
+    lam_loss = 1.0 if slip == "no_lambda" else lam
+    lam_grad = 1.0 if slip in ("no_lambda", "lambda_not_in_gradient") else lam
+    return cls_loss, lam_loss * reg, dscores, lam_grad * dd
+
+
+def voc_ap_student(det_image, det_scores, det_boxes, gt_boxes, gt_difficult, iou_threshold=0.5, method="area",
+                   slip=None):
+    order = range(len(det_scores)) if slip == "unsorted" else np.argsort(-det_scores, kind="stable")
+    used = [np.zeros(len(g), dtype=bool) for g in gt_boxes]
+    flags = []                                          # 1 TP, 0 FP, None ignored
+    for d in order:
+        img = det_image[d]
+        if len(gt_boxes[img]) == 0:
+            flags.append(0)
+            continue
+        iou = boxes.box_iou(det_boxes[d:d + 1], gt_boxes[img])[0]
+        if slip == "best_free_gt":
+            iou[used[img]] = -1
+        g = int(np.argmax(iou))
+        ok = iou[g] > iou_threshold if slip == "iou_gt" else iou[g] >= iou_threshold
+        if not ok:
+            flags.append(0)
+        elif gt_difficult[img][g] and slip != "difficult_as_normal":
+            flags.append(0 if slip == "difficult_fp" else None)
+        elif used[img][g] and slip != "match_many":
+            flags.append(0)
+        else:
+            used[img][g] = True
+            flags.append(1)
+    flags = np.array([f for f in flags if f is not None], dtype=np.float64)
+    n_gt = sum(len(d) if slip == "difficult_in_recall" else int(np.sum(~d)) for d in gt_difficult)
+    tp = np.cumsum(flags)
+    fp = np.cumsum(1 - flags)
+    recall = tp / n_gt
+    precision = tp / np.maximum(tp + fp, 1)
+    if (method == "voc07") != (slip == "other_method"):
+        points = [k / 10 for k in range(11)] if slip == "k_over_10" else np.arange(0, 1.1, 0.1)
+        ap = 0.0
+        for t in points:
+            if np.any(recall >= t):
+                ap += precision[recall >= t][0] if slip == "first_precision" else precision[recall >= t].max()
+        return ap / 11
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    if slip != "no_envelope":
+        for i in range(len(p) - 2, -1, -1):
+            p[i] = max(p[i], p[i + 1])
+    return float(sum((r[i + 1] - r[i]) * p[i + 1] for i in range(len(r) - 1) if r[i + 1] != r[i]))
+
+
+WRONG += [
+    ("check_label_anchors", named(label_anchors_student, "labels_without_best_anchor", slip="no_best"), "condition (i)"),
+    ("check_label_anchors", named(label_anchors_student, "labels_positive_iou_strict", slip="pos_gt"), "not > 0.7"),
+    ("check_label_anchors", named(label_anchors_student, "labels_negative_iou_inclusive", slip="neg_le"), "IoU < 0.3, strictly"),
+    ("check_label_anchors", named(label_anchors_student, "labels_border_not_ignored", slip="no_border"), "cross the image border"),
+    ("check_label_anchors", named(label_anchors_student, "labels_best_over_all_anchors", slip="best_over_all"), "INSIDE the image only"),
+    ("check_label_anchors", named(label_anchors_student, "labels_negative_rule_last", slip="clobber"), "positives win"),
+    ("check_label_anchors", named(label_anchors_student, "labels_one_argmax_per_gt", slip="one_argmax"), "all of them are positive"),
+    ("check_label_anchors", named(label_anchors_student, "labels_gt_without_overlap", slip="zero_best"), "condition IoU > 0"),
+    ("check_label_anchors", named(label_anchors_student, "labels_image_size_w_h", slip="w_h"), "image_size is (H, W)"),
+    ("check_label_anchors", named(label_anchors_student, "labels_matched_to_gt_it_is_best_for", slip="gt_it_is_best_for"), "overlaps MOST"),
+    ("check_label_anchors", named(label_anchors_student, "labels_matched_on_every_anchor", slip="matched_everywhere"), "is -1 for every anchor"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_without_positive_cap", slip="no_cap"), "At most int(batch_size * positive_fraction)"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_negatives_fill_half", slip="quota_half"), "positives you KEPT"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_negatives_fill_batch", slip="quota_all"), "what the positives left"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_dropped_positives_to_zero", slip="dropped_to_zero"), "never 0"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_draws_when_it_fits", slip="always_draw"), "do NOT call the generator"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_negatives_first", slip="negatives_first"), "positives first, then the negatives"),
+    ("check_sample_anchors", named(sample_anchors_student, "sample_with_permutation", slip="permutation"), "not the anchors the library's draw picks"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_nms_before_topn", slip="nms_on_all"), "BEFORE NMS"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_post_topn_before_nms", slip="post_topn_first"), "cut comes after NMS"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_topn_before_size", slip="topn_before_size"), "before the top-N"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_size_before_clip", slip="size_before_clip"), "Clip first, then measure"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_not_clipped", slip="no_clip"), "Clip the decoded boxes"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_image_size_w_h", slip="w_h"), "image_size is (H, W)"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_min_size_strict", slip="strict_size"), "exactly min_size"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_reversed_ties", slip="argsort_reversed"), "reverses ties"),
+    ("check_proposal_layer", named(proposal_layer_student, "proposals_no_post_topn", slip="no_post_topn"), "first post_nms_top_n"),
+    ("check_roi_targets", named(roi_targets_student, "rois_without_gt_boxes", slip="no_gt_candidates"), "Add the gt boxes"),
+    ("check_roi_targets", named(roi_targets_student, "rois_fg_iou_strict", slip="fg_gt"), "exactly fg_iou"),
+    ("check_roi_targets", named(roi_targets_student, "rois_bg_without_lower_bound", slip="no_lower_bound"), "below 0.1 are left out"),
+    ("check_roi_targets", named(roi_targets_student, "rois_no_fg_fraction", slip="no_fg_cap"), "round(fg_fraction * batch_size)"),
+    ("check_roi_targets", named(roi_targets_student, "rois_bg_fills_batch", slip="bg_fills_batch"), "minus the foreground rows kept"),
+    ("check_roi_targets", named(roi_targets_student, "rois_targets_not_normalised", slip="no_stds"), "Divide the deltas by the stds"),
+    ("check_roi_targets", named(roi_targets_student, "rois_targets_times_stds", slip="times_stds"), "don't multiply"),
+    ("check_roi_targets", named(roi_targets_student, "rois_targets_in_columns_0", slip="columns_0"), "class-specific"),
+    ("check_roi_targets", named(roi_targets_student, "rois_targets_in_columns_c_minus_1", slip="columns_c_minus_1"), "not 4(c-1):4c"),
+    ("check_roi_targets", named(roi_targets_student, "rois_gt_index_as_class", slip="index_as_class"), "CLASS of its best gt"),
+    ("check_roi_targets", named(roi_targets_student, "rois_background_first", slip="bg_first"), "Foreground rows first"),
+    ("check_roi_targets", named(roi_targets_student, "rois_none_without_gt", slip="no_gt_no_rows"), "without gt boxes"),
+    ("check_roi_targets", named(roi_targets_student, "rois_drawn_unsorted", slip="unsorted"), "increasing index order"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_n_reg_is_256", slip="n_reg_256"), "not the sample size"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_n_reg_is_anchors", slip="n_reg_anchors"), "not the H * W * A anchors"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_n_reg_is_positives", slip="n_reg_positives"), "not the number of positives"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_n_cls_is_sampled", slip="n_cls_sampled"), "even when fewer anchors"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_normalisers_of_one_image", slip="one_image_normalisers"), "multiplied by N"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_without_lambda", slip="no_lambda"), "Multiply the regression term by lambda"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_lambda_not_in_gradient", slip="lambda_not_in_gradient"), "so its gradient ddeltas is too"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_regresses_negatives", slip="regress_sampled"), "POSITIVE anchors only"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_regresses_every_anchor", slip="regress_all"), "Only positive anchors"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_sigma_1", slip="sigma_1"), "Pass sigma"),
+    ("check_rpn_loss", named(rpn_loss_student, "rpn_ignored_as_background", slip="ignored_as_background"), "not counted as background"),
+    ("check_head_loss", named(head_loss_student, "head_reg_over_fg", slip="divide_by_fg"), "not by the foreground count"),
+    ("check_head_loss", named(head_loss_student, "head_divided_by_128", slip="divide_by_128"), "actually given"),
+    ("check_head_loss", named(head_loss_student, "head_without_lambda", slip="no_lambda"), "Multiply the regression term by lambda"),
+    ("check_head_loss", named(head_loss_student, "head_lambda_not_in_gradient", slip="lambda_not_in_gradient"), "so its gradient ddeltas is too"),
+    ("check_head_loss", named(head_loss_student, "head_sigma_3", slip="sigma_3"), "Pass sigma"),
+    ("check_head_loss", named(head_loss_student, "head_every_column", slip="all_columns"), "Weight the smooth L1 by bbox_weights"),
+    ("check_voc_ap", named(voc_ap_student, "ap_other_method", slip="other_method"), "11-point"),
+    ("check_voc_ap", named(voc_ap_student, "ap_difficult_in_recall", slip="difficult_in_recall"), "no false negative"),
+    ("check_voc_ap", named(voc_ap_student, "ap_difficult_as_fp", slip="difficult_fp"), "neither TP nor FP"),
+    ("check_voc_ap", named(voc_ap_student, "ap_difficult_as_normal", slip="difficult_as_normal"), "ignored, not a true positive"),
+    ("check_voc_ap", named(voc_ap_student, "ap_gt_matched_many_times", slip="match_many"), "matched once"),
+    ("check_voc_ap", named(voc_ap_student, "ap_best_free_gt", slip="best_free_gt"), "COCO's rule"),
+    ("check_voc_ap", named(voc_ap_student, "ap_iou_strict", slip="iou_gt"), "exactly iou_threshold"),
+    ("check_voc_ap", named(voc_ap_student, "ap_unsorted", slip="unsorted"), "decreasing score"),
+    ("check_voc_ap", named(voc_ap_student, "ap_without_envelope", slip="no_envelope"), "precision envelope"),
+    ("check_voc_ap", named(voc_ap_student, "ap_points_k_over_10", slip="k_over_10"), "to the last bit"),
+    ("check_voc_ap", named(voc_ap_student, "ap_first_precision", slip="first_precision"), "HIGHEST precision"),
+]
+
+
+STUDENT_STYLE = [("check_label_anchors", label_anchors_student), ("check_sample_anchors", sample_anchors_student),
+                 ("check_proposal_layer", proposal_layer_student), ("check_roi_targets", roi_targets_student),
+                 ("check_rpn_loss", rpn_loss_student), ("check_head_loss", head_loss_student),
+                 ("check_voc_ap", voc_ap_student)]
+
+
+@pytest.mark.parametrize("name, function", STUDENT_STYLE, ids=[f.__name__ for _, f in STUDENT_STYLE])
+def test_the_student_style_functions_pass_without_their_slip(name, function, capsys):
+    """The wrong functions of 09-13 are these with one slip switched on: without it they are right."""
+    assert getattr(classroom, name)(function).passed, capsys.readouterr().out
+    assert getattr(classroom, name)(function, hidden=True).passed, capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name, wrong, hint", WRONG, ids=[w.__name__ for _, w, _ in WRONG])
 def test_a_subtly_wrong_implementation_fails_with_its_hint(name, wrong, hint, capsys):
     assert getattr(classroom, name)(wrong).passed is False
@@ -482,6 +875,13 @@ def test_the_known_slips_with_every_switch_off_are_the_library(capsys):
     assert classroom.check_softmax_cross_entropy_backward(exercises._sce_backward_variant)
     assert classroom.check_roi_pool(exercises._roi_pool_variant)
     assert classroom.check_conv_backward(exercises._conv_backward_variant)
+    assert classroom.check_label_anchors(detector_exercises._label_anchors_variant)
+    assert classroom.check_sample_anchors(detector_exercises._sample_variant)
+    assert classroom.check_proposal_layer(detector_exercises._proposal_variant)
+    assert classroom.check_roi_targets(detector_exercises._roi_targets_variant)
+    assert classroom.check_rpn_loss(detector_exercises._rpn_loss_variant)
+    assert classroom.check_head_loss(detector_exercises._head_loss_variant)
+    assert classroom.check_voc_ap(detector_exercises._voc_ap_variant)
 
 
 # ------------------------------------------------------------------------- the notebooks
@@ -598,3 +998,21 @@ def test_strip_solutions_keeps_the_indentation_and_rejects_unmatched_markers():
     for bad in ("x = 1\n### END SOLUTION", "### BEGIN SOLUTION\nx = 1", nested):
         with pytest.raises(script.MarkerError):
             script.strip_solutions(bad)
+
+
+def test_answer_cells_stay_with_the_teacher():
+    """A markdown cell marked {"minifrcnn": {"answer": true}} is left out of the student version."""
+    script = load_script()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("**Question.** Why?"),
+                nbformat.v4.new_markdown_cell("**Answer.** Because.", metadata={"minifrcnn": {"answer": True}}),
+                nbformat.v4.new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")]
+    assert script.add_metadata(nb) == 3
+    assert script.metadata_problems(nb) == []
+    assert nb.cells[1].metadata["nbgrader"]["grade_id"] == "answer-01"
+    student = script.make_student_notebook(nb)
+    assert [c.source for c in student.cells] == ["**Question.** Why?",
+                                                 'def f():\n    raise NotImplementedError("your code here")']
+    assert [c.source for c in nb.cells][1] == "**Answer.** Because."          # the solution keeps it
+    nb.cells[2].metadata["minifrcnn"] = {"answer": True}                      # only markdown can be an answer
+    assert any("must be a markdown cell" in p for p in script.metadata_problems(nb))

@@ -3,18 +3,24 @@
     from minifrcnn.classroom import check_iou
     check_iou(iou)        # prints PASS / FAIL per case with hints; returns a CheckResult (true if all passed)
 
-exercises.py holds the eight exercises (the table of signatures, checks and the library functions
-they are compared with is its docstring) and the known slips its hints recognise; feedback.py runs
+exercises.py holds exercises 01-08 (the table of signatures, checks and the library functions
+they are compared with is its docstring) and the known slips its hints recognise;
+detector_exercises.py holds 09-13, the detector's own steps (anchor labels and sampling, the
+proposal layer, RoI sampling, the multi-task loss, VOC AP), the same way; feedback.py runs
 a check's cases and prints the feedback; hidden_library.py keeps the library's answer out of the
 student's function while it is checked; grading.py is `python -m minifrcnn grade` (runs submitted
 notebooks, scores their graded cells). Not part of the detector: the detector never imports it
 (only the command line's `grade`).
 """
-from . import exercises
+from . import detector_exercises, exercises
+from .detector_exercises import (  # noqa: F401
+    check_head_loss, check_label_anchors, check_proposal_layer, check_roi_targets, check_rpn_loss,
+    check_sample_anchors, check_voc_ap,
+)
 from .exercises import (  # noqa: F401
     check_anchors, check_conv_backward, check_decode, check_encode, check_encode_decode,
     check_grid_anchors, check_iou, check_nms, check_roi_pool, check_smooth_l1,
     check_softmax_cross_entropy_backward,
 )
 
-__all__ = list(exercises.__all__)
+__all__ = list(exercises.__all__) + list(detector_exercises.__all__)

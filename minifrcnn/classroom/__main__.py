@@ -11,6 +11,10 @@ import numpy as np
 from .. import anchors as _anchors
 from .. import boxes as _boxes
 from .. import ops as _ops
+from .. import proposals as _proposals
+from . import detector_exercises as _detector
+from .detector_exercises import (check_head_loss, check_label_anchors, check_proposal_layer, check_roi_targets,
+                                 check_rpn_loss, check_sample_anchors, check_voc_ap)
 from .exercises import (check_anchors, check_conv_backward, check_encode_decode, check_grid_anchors, check_iou,
                         check_nms, check_roi_pool, check_smooth_l1, check_softmax_cross_entropy_backward)
 from .hidden_library import library_allowed
@@ -41,6 +45,14 @@ def _check_the_library():
             check_roi_pool(lambda f, r, output_size=(7, 7), spatial_scale=1 / 16:
                            _ops.roi_pool_forward(f, r, output_size, spatial_scale)[0], hidden=hidden),
             check_conv_backward(_library_conv_backward, hidden=hidden),
+            # 09-13: the library's functions in the exercises' signatures (detector_exercises.py)
+            check_label_anchors(_detector._library_label_anchors, hidden=hidden),
+            check_sample_anchors(_detector._library_sample_anchors, hidden=hidden),
+            check_proposal_layer(_proposals.proposal_layer, hidden=hidden),
+            check_roi_targets(_detector._library_roi_targets, hidden=hidden),
+            check_rpn_loss(_detector._library_rpn_loss, hidden=hidden),
+            check_head_loss(_detector._library_head_loss, hidden=hidden),
+            check_voc_ap(_detector._library_voc_ap, hidden=hidden),
         ]
     return 0 if all(results) else 1
 

@@ -53,6 +53,10 @@ function, the library functions it is compared with are out of that function's r
 The checks call keyword arguments by the names above (weights=, sigma=, normalizer=,
 output_size=, spatial_scale=, stride=, pad=), so keep those names.
 
+Exercises 09-13, the detector's own steps (anchor labels and sampling, the proposal layer, RoI
+sampling for the head, the multi-task loss, VOC average precision), are in
+detector_exercises.py beside this file, with their table.
+
 Teachers: the `_..._variant` functions below are the known slips the hints recognise; each is
 the correct computation with one switch flipped, and tests/test_exercises.py checks that with
 every switch in its default position they agree with the library. How a check runs its cases and

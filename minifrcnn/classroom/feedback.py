@@ -12,6 +12,7 @@ coincidence (an NMS that keeps only the best box returns [0] where `>=` would); 
 that fits, the case's own hint is shown.
 """
 import contextlib
+import copy
 import io
 import json
 import math
@@ -73,9 +74,13 @@ class Case:
 
 
 def copied(value):
-    """Copies of arrays (so a function that writes into its inputs cannot spoil the next case)."""
+    """Copies of arrays (so a function that writes into its inputs cannot spoil the next case), and
+    of random generators (so every call of a case draws the same numbers: the student's function,
+    the library and each known slip each get a generator in the case's starting state)."""
     if isinstance(value, np.ndarray):
         return value.copy()
+    if isinstance(value, np.random.Generator):
+        return copy.deepcopy(value)
     if isinstance(value, (tuple, list)):
         return type(value)(copied(v) for v in value)
     return value
@@ -83,6 +88,8 @@ def copied(value):
 
 def _fmt(value):
     """A short readable string for a number or an array."""
+    if isinstance(value, np.random.Generator):
+        return "a seeded numpy Generator (every call of this case gets it in the same state)"
     with np.printoptions(precision=4, suppress=True, floatmode="maxprec", linewidth=88):
         if isinstance(value, np.ndarray):
             if value.size == 0:
@@ -186,6 +193,14 @@ def _describe_inputs(case, names):
     for name, value in values:
         if isinstance(value, np.ndarray) and (value.size > 24 or value.ndim > 2):
             lines.append(f"{name} = array of shape {value.shape}" + (f" ({case.note})" if case.note else ""))
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value):
+            if sum(v.size for v in value) > 24:     # a list of arrays, e.g. one per image: their shapes
+                shapes = ", ".join(str(v.shape) for v in value)
+                lines.append(f"{name} = a list of {len(value)} arrays of shapes {shapes}"
+                             + (f" ({case.note})" if case.note else ""))
+            else:
+                text = "[" + ",\n ".join(_fmt(v).replace("\n", "\n ") for v in value) + "]"
+                lines.append(f"{name} = " + text.replace("\n", "\n" + " " * (len(name) + 3)))
         else:
             text = _fmt(value).replace("\n", "\n" + " " * (len(name) + 3))
             lines.append(f"{name} = {text}")
