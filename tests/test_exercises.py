@@ -897,17 +897,20 @@ NOTEBOOK_CHECKS = {
                                            ["softmax_cross_entropy_backward"])],
     "07_roi_pool": [("check_roi_pool", ["roi_pool"])],
     "08_conv_backward": [("check_conv_backward", ["conv_backward"])],
+    "09_anchor_targets": [("check_label_anchors", ["label_anchors"]), ("check_sample_anchors", ["sample_anchors"])],
 }
+DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-13: with questions and answers
 
 
 def code_cells(path):
     return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
-def test_there_are_eight_exercises_with_solutions_and_student_versions():
+def test_every_exercise_has_a_solution_and_a_student_version():
     names = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
     assert names == sorted(NOTEBOOK_CHECKS)
     assert sorted(p.stem for p in STUDENT.glob("*.ipynb")) == names
+    assert len(names) == 9
 
 
 @pytest.mark.parametrize("stem", sorted(NOTEBOOK_CHECKS))
@@ -957,6 +960,27 @@ def test_the_student_notebook_has_stubs_check_calls_and_no_solutions(stem):
             (definition,) = [c.source for c in cells if f"def {f}(" in c.source]
             assert 'raise NotImplementedError("your code here")' in definition
     assert all(c.outputs == [] and c.execution_count is None for c in cells)
+
+
+@pytest.mark.parametrize("stem", DETECTOR_STEPS)
+def test_the_questions_are_answered_in_the_solution_only(stem):
+    """1-3 questions, each answered in an answer cell right after it, that the student version lacks;
+    the notebook ends with a Summary and a Next that names the walkthrough of the step."""
+    script = load_script()
+    solution = nbformat.read(SOLUTIONS / f"{stem}.ipynb", as_version=4)
+    student = nbformat.read(STUDENT / f"{stem}.ipynb", as_version=4)
+    answers = [i for i, c in enumerate(solution.cells) if script.is_answer(c)]
+    assert 1 <= len(answers) <= 3
+    for i in answers:
+        question = solution.cells[i - 1]
+        assert solution.cells[i].cell_type == question.cell_type == "markdown" and not script.is_answer(question)
+        assert solution.cells[i].source.startswith("**Answer.**") and "?" in question.source
+    assert not any(script.is_answer(c) for c in student.cells)
+    assert len(student.cells) == len(solution.cells) - len(answers)
+    texts = {c.source for c in student.cells}
+    assert all(solution.cells[i].source not in texts for i in answers)
+    end = solution.cells[-1].source
+    assert "## Summary" in end and "## Next" in end and "notebooks/0" in end
 
 
 def test_the_student_notebooks_are_in_sync_with_the_solutions(tmp_path):

@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import nbformat
+import pytest
 from minifrcnn.__main__ import main
 from minifrcnn.classroom import grading
 
@@ -106,6 +107,46 @@ def test_a_pass_through_an_edited_check_and_a_deleted_check_lose_their_points(tm
     # the zeros are right where the IoU is 0 (4 of the 18 shown and hidden cases): partial points
     assert 0 < float(rows["edit"]["points"]) < 10 and "cases failed; first: overlapping boxes" in rows["edit"]["reason"]
     assert float(rows["delete"]["points"]) == 0 and "deleted" in rows["delete"]["reason"]
+
+
+# One wrong submission per exercise of 09-13: (the solution cell's grade_id, (the start of a line of
+# the solution, the line that replaces it: a known slip), the graded cell that loses points, the
+# failing case its reason names)
+WRONG_SUBMISSIONS = {
+    "09_anchor_targets.ipynb": ("label_anchors", ("    lab[is_best] = 1", "    pass"),
+                                "check_label_anchors", "the best anchor of a gt is positive"),
+}
+
+
+@pytest.fixture(scope="module")
+def wrong_submissions_graded(tmp_path_factory):
+    """Every wrong submission, graded in one call of the command: {notebook: {exercise: row}}."""
+    folder = tmp_path_factory.mktemp("wrong")
+    for name, (solution_id, (line, slip), _, _) in WRONG_SUBMISSIONS.items():
+        nb = nbformat.read(SOLUTIONS / name, as_version=4)
+        (cell,) = [c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] == solution_id]
+        lines = cell.source.split("\n")
+        (at,) = [i for i, text in enumerate(lines) if text.startswith(line)]   # the line, comment and all
+        lines[at] = slip
+        cell.source = "\n".join(lines)
+        nbformat.write(nb, folder / name)
+    out = folder / "grades.csv"
+    assert main(["grade", str(folder), "--csv", str(out)]) == 0
+    rows = {}
+    for r in read_rows(out):
+        rows.setdefault(r["notebook"], {})[r["exercise"]] = r
+    return rows
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_SUBMISSIONS))
+def test_a_wrong_detector_step_loses_points_with_a_reason(name, wrong_submissions_graded):
+    _, _, check, case = WRONG_SUBMISSIONS[name]
+    rows = wrong_submissions_graded[name]
+    assert float(rows[check]["points"]) < float(rows[check]["max_points"]), rows[check]
+    assert "cases failed; first: " + case in rows[check]["reason"], rows[check]
+    for exercise, r in rows.items():             # the notebook's other checks keep their points
+        if exercise != check:
+            assert float(r["points"]) == float(r["max_points"]) and r["reason"] == "", r
 
 
 def test_bad_paths_are_one_line_errors(tmp_path, capsys):

@@ -411,7 +411,7 @@ def _sample_cases(hidden):
          "index order (np.flatnonzero(labels == 1))."),
         ("300 positives, 700 negatives: the paper's 256, 128 positive", L((1, 300), (0, 700)), 256, 0.5,
          "128 positives of the 300, then 256 - 128 = 128 negatives of the 700."),
-        ("the anchors of exercise check_label_anchors, batch 256", real, 256, 0.5,
+        ("1728 labelled anchors of a 96 x 128 image, the paper's batch of 256", real, 256, 0.5,
          "Few positives: all stay, and the negatives fill 256 minus their number."),
     ]
     for k in range(3):                                                   # seeded random labels
