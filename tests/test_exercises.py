@@ -898,6 +898,7 @@ NOTEBOOK_CHECKS = {
     "07_roi_pool": [("check_roi_pool", ["roi_pool"])],
     "08_conv_backward": [("check_conv_backward", ["conv_backward"])],
     "09_anchor_targets": [("check_label_anchors", ["label_anchors"]), ("check_sample_anchors", ["sample_anchors"])],
+    "10_proposal_layer": [("check_proposal_layer", ["proposal_layer"])],
 }
 DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-13: with questions and answers
 
@@ -910,7 +911,7 @@ def test_every_exercise_has_a_solution_and_a_student_version():
     names = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
     assert names == sorted(NOTEBOOK_CHECKS)
     assert sorted(p.stem for p in STUDENT.glob("*.ipynb")) == names
-    assert len(names) == 9
+    assert len(names) == 10
 
 
 @pytest.mark.parametrize("stem", sorted(NOTEBOOK_CHECKS))

@@ -115,6 +115,8 @@ def test_a_pass_through_an_edited_check_and_a_deleted_check_lose_their_points(tm
 WRONG_SUBMISSIONS = {
     "09_anchor_targets.ipynb": ("label_anchors", ("    lab[is_best] = 1", "    pass"),
                                 "check_label_anchors", "the best anchor of a gt is positive"),
+    "10_proposal_layer.ipynb": ("proposal_layer", ("        order = order[:pre_nms_top_n]", "        pass"),
+                                "check_proposal_layer", "the pre-NMS top-N comes before NMS"),
 }
 
 
