@@ -117,6 +117,9 @@ WRONG_SUBMISSIONS = {
                                 "check_label_anchors", "the best anchor of a gt is positive"),
     "10_proposal_layer.ipynb": ("proposal_layer", ("        order = order[:pre_nms_top_n]", "        pass"),
                                 "check_proposal_layer", "the pre-NMS top-N comes before NMS"),
+    "11_roi_sampling.ipynb": ("roi_targets", ("    rois_all = np.concatenate([proposals, gt_boxes])",
+                                              "    rois_all = proposals"),
+                              "check_roi_targets", "IoU >= 0.5: foreground with its gt's class"),
 }
 
 
