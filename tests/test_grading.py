@@ -120,6 +120,8 @@ WRONG_SUBMISSIONS = {
     "11_roi_sampling.ipynb": ("roi_targets", ("    rois_all = np.concatenate([proposals, gt_boxes])",
                                               "    rois_all = proposals"),
                               "check_roi_targets", "IoU >= 0.5: foreground with its gt's class"),
+    "12_multitask_loss.ipynb": ("rpn_loss", ("    n_reg = N * H * W", "    n_reg = n_cls"),
+                                "check_rpn_loss", "one image, 3 x 4 locations"),
 }
 
 
