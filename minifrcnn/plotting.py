@@ -6,6 +6,7 @@ Every kind of box the detector handles has one look, the same in every notebook:
     ground truth  its class's colour              solid, 3          the class name, on white
     detection     its class's colour              dashed, 2         "name 0.97", on the colour
     anchor        light grey                      dashed, 1         -
+    anchor, pos.  its object's class colour       dashed, 1.5       -
     proposal      yellow                          solid, 1          -
     RoI, fg       its class's colour              dash-dot, 1.5     -
     RoI, bg       grey                            dotted, 1         -
@@ -32,6 +33,7 @@ STYLES = {                                        # the one look of each kind of
     "ground truth": {"lw": 3.0, "ls": "-"},
     "detection": {"lw": 2.0, "ls": "--"},
     "anchor": {"lw": 1.0, "ls": "--", "color": "0.85"},
+    "anchor, positive": {"lw": 1.5, "ls": "--"},
     "proposal": {"lw": 1.0, "ls": "-", "color": "yellow"},
     "RoI, foreground": {"lw": 1.5, "ls": "-."},
     "RoI, background": {"lw": 1.0, "ls": ":", "color": BACKGROUND},
@@ -54,15 +56,22 @@ def new_axes(figsize=(5, 5)):
     return plt.subplots(figsize=figsize)[1]
 
 
-def show_image(image, ax=None, title=None):
-    """Draw an (H, W, 3) or (H, W) image on 01's pixel grid (extent [0, W] x [0, H]); returns ax."""
+def show_image(image, ax=None, title=None, pixel_axes=False):
+    """Draw an (H, W, 3) or (H, W) image on 01's pixel grid (extent [0, W] x [0, H]); returns ax.
+
+    pixel_axes: keep the axes, labelled in pixels (where a box's coordinates matter); else none.
+    """
     ax = new_axes() if ax is None else ax
     image = to_numpy(image)
     h, w = image.shape[:2]
     ax.imshow(image, extent=(0, w, h, 0), cmap="gray" if image.ndim == 2 else None)
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
-    ax.set_axis_off()
+    if pixel_axes:
+        ax.set_xlabel("x (pixels)")
+        ax.set_ylabel("y (pixels)")
+    else:
+        ax.set_axis_off()
     if title:
         ax.set_title(title)
     return ax
@@ -103,9 +112,12 @@ def draw_gt(ax, boxes, labels, class_names=None, names=True):
     return draw_boxes(ax, boxes, "ground truth", labels=to_numpy(labels), texts=texts)
 
 
-def draw_anchors(ax, anchors):
-    """Anchors (A, 4): light grey, dashed."""
-    return draw_boxes(ax, anchors, "anchor")
+def draw_anchors(ax, anchors, labels=None):
+    """Anchors (A, 4): light grey, dashed. With labels (A,), the class of the object each anchor
+    is matched to, they are positive anchors: dashed, a little thicker, in that class's colour."""
+    if labels is None:
+        return draw_boxes(ax, anchors, "anchor")
+    return draw_boxes(ax, anchors, "anchor, positive", labels=to_numpy(labels))
 
 
 def draw_proposals(ax, proposals):
@@ -131,8 +143,12 @@ def draw_detections(ax, boxes, labels, scores, class_names=None, score_threshold
     return draw_boxes(ax, boxes[keep], "detection", labels=labels[keep], texts=texts)
 
 
-def legend(ax, kinds, class_names=None, loc="upper right"):
-    """A legend with one line per kind of box drawn (and one per class when class_names is given)."""
+def legend(ax, kinds, class_names=None, loc="upper right", **options):
+    """A legend with one line per kind of box drawn (and one per class when class_names is given).
+
+    ax may be a figure (one legend for all its panels); options go to matplotlib's legend
+    (ncol=4, bbox_to_anchor=..., title=...). A kind drawn in its class's colour is shown in black.
+    """
     from matplotlib.lines import Line2D
     handles = []
     for kind in kinds:
@@ -141,5 +157,5 @@ def legend(ax, kinds, class_names=None, loc="upper right"):
                               label=kind))
     for k, name in enumerate(class_names or (), start=1):
         handles.append(Line2D([], [], lw=3, color=class_colour(k), label=name))
-    ax.legend(handles=handles, loc=loc, fontsize=8, framealpha=0.85)
+    ax.legend(**{"handles": handles, "loc": loc, "fontsize": 8, "framealpha": 0.85, **options})
     return ax

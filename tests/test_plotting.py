@@ -77,3 +77,23 @@ def test_an_unknown_kind_is_a_one_line_error_and_legend_lists_kinds_and_classes(
     plotting.legend(ax, ["ground truth", "proposal"], NAMES[:2])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["ground truth", "proposal", "circle", "square"]
+
+
+def test_positive_anchors_take_their_objects_class_colour_plain_anchors_stay_grey():
+    ax = axis()
+    plotting.draw_anchors(ax, BOXES, labels=np.array([1, 3, 1]))
+    plotting.draw_anchors(ax, BOXES[:1])
+    positives, plain = ax.patches[:3], ax.patches[3]
+    assert [edge(p) for p in positives] == [to_rgba(plotting.class_colour(k)) for k in (1, 3, 1)]
+    assert all(p.get_linestyle() == "--" and p.get_linewidth() == 1.5 for p in positives)
+    assert edge(plain) == to_rgba("0.85") and plain.get_linewidth() == 1.0
+
+
+def test_pixel_axes_keep_labelled_axes_and_a_figure_takes_one_legend_with_options():
+    fig, ax = offscreen_figure((4, 4))
+    plotting.show_image(np.zeros((8, 8)), ax=ax, pixel_axes=True)
+    assert ax.axison and ax.get_xlabel() == "x (pixels)" and ax.get_ylabel() == "y (pixels)"
+    assert not plotting.show_image(np.zeros((8, 8)), ax=axis()).axison
+    plotting.legend(fig, ["anchor, positive"], NAMES, loc="lower center", ncol=5, title="box colour = class")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["anchor, positive", *NAMES]
+    assert fig.legends[0].get_title().get_text() == "box colour = class"
