@@ -901,6 +901,7 @@ NOTEBOOK_CHECKS = {
     "10_proposal_layer": [("check_proposal_layer", ["proposal_layer"])],
     "11_roi_sampling": [("check_roi_targets", ["roi_targets"])],
     "12_multitask_loss": [("check_rpn_loss", ["rpn_loss"]), ("check_head_loss", ["head_loss"])],
+    "13_voc_ap": [("check_voc_ap", ["voc_ap"])],
 }
 DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-13: with questions and answers
 
@@ -913,7 +914,7 @@ def test_every_exercise_has_a_solution_and_a_student_version():
     names = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
     assert names == sorted(NOTEBOOK_CHECKS)
     assert sorted(p.stem for p in STUDENT.glob("*.ipynb")) == names
-    assert len(names) == 12
+    assert len(names) == 13
 
 
 @pytest.mark.parametrize("stem", sorted(NOTEBOOK_CHECKS))

@@ -122,6 +122,8 @@ WRONG_SUBMISSIONS = {
                               "check_roi_targets", "IoU >= 0.5: foreground with its gt's class"),
     "12_multitask_loss.ipynb": ("rpn_loss", ("    n_reg = N * H * W", "    n_reg = n_cls"),
                                 "check_rpn_loss", "one image, 3 x 4 locations"),
+    "13_voc_ap.ipynb": ("voc_ap", ("    n_gt = sum(", "    n_gt = sum(len(d) for d in gt_difficult)"),
+                        "check_voc_ap", "detecting a difficult gt is neither TP nor FP"),
 }
 
 
