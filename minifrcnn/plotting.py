@@ -143,19 +143,24 @@ def draw_detections(ax, boxes, labels, scores, class_names=None, score_threshold
     return draw_boxes(ax, boxes[keep], "detection", labels=labels[keep], texts=texts)
 
 
-def legend(ax, kinds, class_names=None, loc="upper right", **options):
+def legend(ax, kinds, class_names=None, loc="upper right", extra=(), **options):
     """A legend with one line per kind of box drawn (and one per class when class_names is given).
 
-    ax may be a figure (one legend for all its panels); options go to matplotlib's legend
-    (ncol=4, bbox_to_anchor=..., title=...). A kind drawn in its class's colour is shown in black.
+    ax may be a figure (one legend for all its panels); extra: more entries, artists with a label
+    (what ax.plot(..., label=...) returned); options go to matplotlib's legend (ncol=4,
+    bbox_to_anchor=..., title=...). A kind drawn in its class's colour is shown in black, a kind
+    with a light colour of its own (anchor, proposal) outlined in dark grey, to show on white.
     """
     from matplotlib.lines import Line2D
+    from matplotlib.patheffects import withStroke
     handles = []
     for kind in kinds:
         style = STYLES[kind]
+        outline = [withStroke(linewidth=style["lw"] + 2, foreground="0.3")] if "color" in style else None
         handles.append(Line2D([], [], lw=style["lw"], ls=style["ls"], color=style.get("color", "black"),
-                              label=kind))
+                              path_effects=outline, label=kind))
     for k, name in enumerate(class_names or (), start=1):
         handles.append(Line2D([], [], lw=3, color=class_colour(k), label=name))
+    handles += list(extra)
     ax.legend(**{"handles": handles, "loc": loc, "fontsize": 8, "framealpha": 0.85, **options})
     return ax

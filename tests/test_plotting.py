@@ -94,6 +94,7 @@ def test_pixel_axes_keep_labelled_axes_and_a_figure_takes_one_legend_with_option
     plotting.show_image(np.zeros((8, 8)), ax=ax, pixel_axes=True)
     assert ax.axison and ax.get_xlabel() == "x (pixels)" and ax.get_ylabel() == "y (pixels)"
     assert not plotting.show_image(np.zeros((8, 8)), ax=axis()).axison
-    plotting.legend(fig, ["anchor, positive"], NAMES, loc="lower center", ncol=5, title="box colour = class")
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["anchor, positive", *NAMES]
+    dots = ax.plot([1, 2], [1, 2], "o", label="anchor centres")
+    plotting.legend(fig, ["anchor, positive"], NAMES, loc="lower center", extra=dots, ncol=5, title="box colour = class")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["anchor, positive", *NAMES, "anchor centres"]
     assert fig.legends[0].get_title().get_text() == "box colour = class"
