@@ -389,7 +389,7 @@ def conv_backward_db_mean(dout, x, w, stride=1, pad=0):
 
 WRONG = [
     ("check_iou", iou_plus_one, "no +1"),
-    ("check_iou", iou_without_clamp, "np.maximum(..., 0)"),
+    ("check_iou", iou_without_clamp, "not clamped at 0"),
     ("check_iou", iou_nan_for_zero_area, "NaN"),
     ("check_anchors", anchors_w_over_h, "w and h are swapped"),
     ("check_anchors", anchors_scale_major, "ratio-major"),
@@ -773,7 +773,7 @@ def nms_keeps_only_the_best(b, scores, thr):  # stops after the first kept box
 
 # a bug that matches a known slip on one case by coincidence must not be told it has that slip
 MISLEAD = [
-    ("check_iou", iou_transposed, "transpose", "divide by 1 instead"),
+    ("check_iou", iou_transposed, "transpose", "need their own answer"),
     ("check_smooth_l1", smooth_l1_grad_wrong_sign, "opposite sign", "not 1 / sigma"),
     ("check_nms", nms_keeps_only_the_best, "only the best box", "IoU >= iou_threshold"),
 ]
@@ -904,6 +904,10 @@ NOTEBOOK_CHECKS = {
     "13_voc_ap": [("check_voc_ap", ["voc_ap"])],
 }
 DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-13: with questions and answers
+# 01-08 given questions, answer cells and a link to their walkthrough (issue 17, items 3 and 4)
+BUILDING_BLOCKS = ["01_iou"]
+WALKTHROUGHS = {"01_iou": ["01_data_and_boxes"]}
+DRAW_BOXES = {"01_iou", "02_anchors", "04_nms", "07_roi_pool"}
 
 
 def code_cells(path):
@@ -966,7 +970,7 @@ def test_the_student_notebook_has_stubs_check_calls_and_no_solutions(stem):
     assert all(c.outputs == [] and c.execution_count is None for c in cells)
 
 
-@pytest.mark.parametrize("stem", DETECTOR_STEPS)
+@pytest.mark.parametrize("stem", BUILDING_BLOCKS + DETECTOR_STEPS)
 def test_the_questions_are_answered_in_the_solution_only(stem):
     """1-3 questions, each answered in an answer cell right after it, that the student version lacks;
     the notebook ends with a Summary and a Next that names the walkthrough of the step."""
@@ -985,6 +989,21 @@ def test_the_questions_are_answered_in_the_solution_only(stem):
     assert all(solution.cells[i].source not in texts for i in answers)
     end = solution.cells[-1].source
     assert "## Summary" in end and "## Next" in end and "notebooks/0" in end
+
+
+@pytest.mark.parametrize("stem", BUILDING_BLOCKS)
+def test_a_building_block_links_to_its_walkthrough_and_draws_with_plotting(stem):
+    """Near the top, one line names the walkthrough notebooks (and sections) that explain the step,
+    linked from the exercise's folder; boxes are drawn by minifrcnn.plotting, not by local patches."""
+    nb = nbformat.read(SOLUTIONS / f"{stem}.ipynb", as_version=4)
+    (line,) = [l for l in nb.cells[0].source.splitlines() if l.startswith("Walkthrough: this step is explained in ")]
+    for name in WALKTHROUGHS[stem]:
+        assert f"[../../{name}.ipynb](../../{name}.ipynb), section" in line, line
+        assert (SOLUTIONS / ".." / ".." / f"{name}.ipynb").is_file()
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "matplotlib.patches" not in code
+    if stem in DRAW_BOXES:
+        assert "from minifrcnn import plotting" in code and "plotting.draw_" in code
 
 
 def test_the_student_notebooks_are_in_sync_with_the_solutions(tmp_path):

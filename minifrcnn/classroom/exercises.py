@@ -137,21 +137,23 @@ def check_iou(iou, hidden=False):
     square = _box_array([0, 0, 10, 10])
     specs = [
         ("overlapping boxes", square, _box_array([5, 5, 15, 15]),
-         "inter = overlap width * overlap height = 5 * 5; union = 100 + 100 - 25."),
+         "Work this pair on paper: which square do the two boxes share, and which area do they cover "
+         "together, counting the shared part once?"),
         ("identical boxes", square, square.copy(), "A box overlaps itself completely: IoU 1."),
         ("one box inside the other", square, _box_array([2, 2, 4, 4]),
          "The intersection is the small box (area 4); the union is the big one (area 100)."),
         ("disjoint boxes (apart in x and in y)", square, _box_array([20, 20, 30, 30]),
-         "Clamp the overlap width and height at 0 (np.maximum(..., 0)) before multiplying."),
+         "Apart in x and in y, both the overlap width and the overlap height come out negative, and two "
+         "negatives multiply to a positive area. What should a negative overlap count as?"),
         ("boxes that touch along an edge", square, _box_array([10, 0, 20, 10]),
          "Touching boxes share a line, not an area: overlap width 0, IoU 0."),
         ("zero-area boxes (a line, a point)", _box_array([5, 5, 5, 15], [3, 3, 3, 3], [0, 0, 10, 10]),
          _box_array([5, 5, 5, 15], [0, 0, 10, 10]),
-         "A zero-area box has IoU 0 with everything, itself included: where the union is 0, "
-         "divide by 1 instead (np.where(union > 0, union, 1))."),
+         "A zero-area box has IoU 0 with everything, itself included. For two of them the union is 0 "
+         "too, and 0 / 0 is NaN: those pairs need their own answer."),
         ("3 boxes against 2: the (N, M) layout", _box_array([0, 0, 10, 10], [0, 0, 20, 20], [50, 50, 60, 60]),
          _box_array([0, 0, 10, 20], [55, 55, 65, 65]),
-         "result[i, j] is the IoU of a[i] with b[j]: broadcast a[:, None, :] against b[None, :, :]."),
+         "result[i, j] is the IoU of a[i] with b[j]: one row per box of a, one column per box of b."),
         ("20 x 15 random boxes", _random_boxes(rng, 20), _random_boxes(rng, 15),
          "Compare with your own answer on a few pairs by hand."),
         ("no boxes in b", _random_boxes(rng, 3), np.zeros((0, 4)),
@@ -165,14 +167,13 @@ def check_iou(iou, hidden=False):
          "Your answer matches widths computed as x2 - x1 + 1. Our boxes are continuous: "
          "width = x2 - x1, no +1 (the +1 belongs to old integer-pixel code)."),
         (same_as(_iou_variant, compare, clamp=False),
-         "Clamp the overlap width and height at 0 (np.maximum(..., 0)): for boxes apart in x and "
-         "in y, two negative overlaps multiply to a positive 'intersection'."),
+         "Your answer matches overlaps that are not clamped at 0: for boxes apart in x and in y, two "
+         "negative overlaps multiply to a positive 'intersection'. A negative overlap is no overlap."),
         (same_as(_iou_variant, compare, subtract_inter=False),
-         "union = area_a + area_b - inter: without '- inter' the overlap is counted twice."),
+         "Your union counts the shared area twice: it is inside area(a) and inside area(b)."),
         (same_as(_iou_variant, compare, transpose=True),
          "Your result is the transpose of the answer, shape (M, N): result[i, j] must be the IoU of "
-         "a[i] with b[j], shape (N, M) = (len(a), len(b)). Broadcast a[:, None, :] against "
-         "b[None, :, :], or swap your two loops."),
+         "a[i] with b[j], shape (N, M) = (len(a), len(b)): the boxes of a down the rows."),
     ]
     return run_check("iou(a, b)", cases, calling(iou, library=[_boxes.box_iou]),
                      compare,
