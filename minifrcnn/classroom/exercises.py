@@ -211,11 +211,12 @@ def check_anchors(generate_anchors, hidden=False):
         ("one square anchor, scale 2", 16, (1.0,), (2.0,),
          "side = base_size * scale = 32, still centred on (base_size / 2, base_size / 2) = (8, 8)."),
         ("ratio 2: a tall anchor", 16, (2.0,), (1.0,),
-         "ratio = h / w. Keep the area side^2: w = side / sqrt(r), h = side * sqrt(r)."),
+         "ratio = h / w, so ratio 2 is twice as tall as wide, and the area stays side^2: which w and h "
+         "satisfy both?"),
         ("ratio 0.5: a wide anchor", 16, (0.5,), (1.0,),
-         "ratio = h / w, so ratio 0.5 is twice as wide as tall: w = side / sqrt(r), h = side * sqrt(r)."),
+         "ratio = h / w, so ratio 0.5 is twice as wide as tall, with the area side^2 of the square."),
         ("two ratios x three scales: the row order", 10, (0.5, 2.0), (1.0, 2.0, 3.0),
-         "Ratio-major order: for r in ratios: for s in scales: ... (row = ratio_i * len(scales) + scale_j)."),
+         "Ratio-major order: row ratio_i * len(scales) + scale_j, every scale of the first ratio first."),
         ("the paper's 9 anchors: 16, (0.5, 1, 2), (8, 16, 32)", 16, (0.5, 1.0, 2.0), (8.0, 16.0, 32.0),
          "Areas 128^2, 256^2, 512^2 for each of the 3 ratios."),
         ("the small-image preset: 8, (0.5, 1, 2), (2, 4, 8)", 8, (0.5, 1.0, 2.0), (2.0, 4.0, 8.0),
@@ -233,7 +234,7 @@ def check_anchors(generate_anchors, hidden=False):
     compare = lambda e, g: compare_array(e, g, "anchors", rtol=1e-5, atol=1e-4)
     mistakes = [
         (same_as(_anchors_variant, compare, swap=True),
-         "Your w and h are swapped: the ratio is h / w, so h = side * sqrt(r) and w = side / sqrt(r)."),
+         "Your w and h are swapped: the ratio is h / w, so a ratio above 1 is a TALL anchor."),
         (same_as(_anchors_variant, compare, scale_major=True),
          "Right anchors, wrong order: the rows go ratio-major (outer loop over ratios, inner over scales)."),
         (same_as(_anchors_variant, compare, centre="zero"),
@@ -266,7 +267,8 @@ def check_grid_anchors(grid_anchors, hidden=False):
         ("a 2 x 3 map, 2 anchors: the row order", base2, 2, 3, 8,
          "Row (y * feat_w + x) * A + a: y slowest, then x, then the anchor index fastest."),
         ("a 5 x 4 map, 9 anchors, stride 16", base9, 5, 4, 16,
-         "shifts (H, W, 1, 4) + base (1, 1, A, 4) -> (H, W, A, 4), then reshape to (H * W * A, 4)."),
+         "Check the first rows by hand: the 9 anchors of cell (x = 0, y = 0), then the 9 of cell "
+         "(x = 1, y = 0)."),
     ]
     if hidden:                                   # the grader's: other base anchors and maps
         rng = _rng(10, hidden)
