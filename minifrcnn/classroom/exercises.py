@@ -403,23 +403,23 @@ def check_decode(decode, hidden=False):
     targets = _random_boxes(rng, 12)
     specs = [
         ("all deltas 0: the box stays put", ref, np.zeros((1, 4)), None,
-         "x = 0 * wa + xa = xa and w = exp(0) * wa = wa: the result is ref."),
+         "Zero deltas move nothing and resize nothing: the result is ref itself."),
         ("tx = 0.5: move right by half a width", ref, np.array([[0.5, 0, 0, 0]]), None,
-         "The centre moves to x = tx * wa + xa = 0.5 * 20 + 20 = 30; the size stays 20 x 40."),
+         "tx = 0.5: the centre moves right by half of ref's width (20 px here); the size stays 20 x 40."),
         ("tw = log 2: twice as wide, same centre", ref, np.array([[0, 0, math.log(2), 0]]), None,
-         "w = exp(tw) * wa = 40, around the same centre: x1 = x - w / 2, x2 = x + w / 2."),
+         "tw = log 2: the box becomes twice as wide as ref, around the same centre."),
         ("12 random boxes and deltas", refs, deltas, None, "Row i applies deltas[i] to ref[i]."),
         ("the head's weights (10, 10, 5, 5)", refs, deltas * 5, HEAD_WEIGHTS,
          "Decode divides by the weights first: tx / wx, ty / wy, tw / ww, th / wh."),
         ("weights (1, 2, 3, 4): one weight per coordinate", refs, deltas, (1.0, 2.0, 3.0, 4.0),
          "weights = (wx, wy, ww, wh) in that order: tx / wx, ty / wy, tw / ww, th / wh."),
         ("a huge tw = th = 20: clamp before exp", ref, np.array([[0, 0, 20.0, 20.0]]), None,
-         "Clamp tw and th at log(1000 / 16) = 4.135 (np.minimum) before np.exp, as the library does: "
+         "Clamp tw and th from above at log(1000 / 16) = 4.135 before the exp, as the library does: "
          "a box never grows more than 62.5 times."),
         ("a very negative tw = th = -10: only large values are clamped", ref,
          np.array([[0, 0, -10.0, -10.0]]), None,
-         "The clamp is one-sided, np.minimum(tw, log(1000 / 16)): a box may shrink as much as the "
-         "deltas say (exp(-10) * wa here), it only may not grow more than 62.5 times."),
+         "The clamp is one-sided, from above only: a box may shrink as much as the deltas say "
+         "(exp(-10) * wa here), it only may not grow more than 62.5 times."),
         ("decode(ref, encode(ref, target)) gives target back", refs, _boxes.encode(refs, targets), None,
          "decode must undo encode exactly."),
     ]
@@ -431,12 +431,13 @@ def check_decode(decode, hidden=False):
     compare = lambda e, g: compare_array(e, g, "boxes", rtol=1e-6, atol=1e-6)
     mistakes = [
         (same_as(_decode_variant, compare, clamp=False),
-         "Clamp tw and th at log(1000 / 16) (boxes.BBOX_XFORM_CLIP) with np.minimum before np.exp."),
+         "Your boxes match a decode without the clamp: tw and th are clamped from above at "
+         "log(1000 / 16) (BBOX_XFORM_CLIP) before the exp."),
         (same_as(_decode_variant, compare, multiply=True),
          "Decode undoes encode, so it DIVIDES the deltas by the weights (encode multiplied)."),
         (same_as(_decode_variant, compare, corners=True),
-         "The deltas move the CENTRE: x = tx * wa + xa with xa = x1 + wa / 2, and the box is "
-         "(x - w/2, y - h/2, x + w/2, y + h/2)."),
+         "Your boxes match deltas applied to the top-left corner: the deltas move the CENTRE, and the "
+         "new box is built around the new centre."),
     ]
     return run_check("decode(ref, deltas, weights)", cases, calling(decode, library=[_boxes.decode]), compare,
                      names=("ref", "deltas"), mistakes=mistakes, hidden=hidden)
