@@ -620,11 +620,12 @@ def check_smooth_l1(smooth_l1, hidden=False):
     specs = [
         ("pred = target: zero loss, zero gradient", np.array([[0.5, -1.0, 2.0, 0.0]]),
          np.array([[0.5, -1.0, 2.0, 0.0]]), ones, {},
-         "d = 0 everywhere: f(0) = 0 and f'(0) = 0."),
+         "d = 0 everywhere: the loss is 0, at its minimum, and so is its slope."),
         ("sigma 1, quadratic zone (|d| < 1)", np.array([[0.5, -0.5, 0.2, 0.0]]), np.zeros((1, 4)), ones, {},
-         "For |d| < 1 / sigma^2: f = 0.5 sigma^2 d^2 and f' = sigma^2 d."),
+         "In the quadratic zone, |d| < 1 / sigma^2, f = 0.5 sigma^2 d^2: what is its slope?"),
         ("sigma 1, linear zone (|d| >= 1)", np.array([[3.0, -3.0, 1.5, -2.0]]), np.zeros((1, 4)), ones, {},
-         "For |d| >= 1 / sigma^2: f = |d| - 0.5 / sigma^2 and f' = sign(d)."),
+         "In the linear zone, |d| >= 1 / sigma^2, f = |d| - 0.5 / sigma^2: what is its slope for "
+         "d > 0, and for d < 0?"),
         ("sigma 3 (the RPN's): the zone shrinks to |d| < 1/9", np.array([[0.05, -0.1, 0.2, -0.5]]),
          np.zeros((1, 4)), ones, {"sigma": 3.0},
          "The quadratic zone is |d| < 1 / sigma^2 = 1/9 (not 1 / sigma); there f = 0.5 * 9 * d^2."),
@@ -633,9 +634,9 @@ def check_smooth_l1(smooth_l1, hidden=False):
          "d = weights * (pred - target): where the weight is 0, both f and its gradient are 0."),
         ("weights 0.5: the chain rule", np.array([[0.4, -3.0, 1.0, -0.2]]), np.zeros((1, 4)),
          np.full((1, 4), 0.5), {},
-         "d = w * (pred - target), so d(loss)/d(pred) = w * f'(d) / normalizer: multiply by the weights."),
+         "d = w * (pred - target) depends on pred through w: what does the chain rule add to f'(d)?"),
         ("normalizer 256 (the paper's N_cls)", np.array([[0.5, -3.0, 1.0, 0.1]]), np.zeros((1, 4)), ones,
-         {"normalizer": 256.0}, "Divide both the loss and the gradient by the normalizer."),
+         {"normalizer": 256.0}, "The normalizer divides the loss: what does it do to the gradient?"),
         ("16 x 4 random, sigma 3, normalizer 8", pred, target, mask, {"sigma": 3.0, "normalizer": 8.0},
          "Check one element by hand: d, which zone, f(d), f'(d)."),
     ]
@@ -654,13 +655,13 @@ def check_smooth_l1(smooth_l1, hidden=False):
         (same_as(_smooth_l1_variant, compare, threshold="one"),
          "With sigma the quadratic zone ends at |d| = 1 / sigma^2, not at 1."),
         (same_as(_smooth_l1_variant, compare, grad_weights=False),
-         "Chain rule: d = w * (pred - target), so dpred = w * f'(d) / normalizer; multiply by the weights."),
+         "Your dpred matches f'(d) / normalizer without the weights: d = w * (pred - target) depends on "
+         "pred through w, and the chain rule says to multiply by the weights."),
         (same_as(_smooth_l1_variant, compare, grad_norm=False),
          "The loss is divided by the normalizer, so its gradient is too."),
         (same_as(_smooth_l1_variant, compare, grad_sign=-1.0),
-         "Your loss is right but dpred has the opposite sign. With d = weights * (pred - target), "
-         "dpred = +weights * f'(d) / normalizer; d = target - pred gives the same loss (f is even) "
-         "but flips the sign of its derivative."),
+         "Your loss is right but dpred has the opposite sign: d = target - pred gives the same loss "
+         "(f is even) but flips the sign of its derivative. Here d = weights * (pred - target)."),
     ]
     return run_check("smooth_l1(pred, target, weights, sigma, normalizer)", cases, calling(smooth_l1, library=[_ops.smooth_l1, _losses.smooth_l1_reference]), compare,
                      names=("pred", "target", "weights"), mistakes=mistakes, hidden=hidden)
