@@ -700,7 +700,8 @@ def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward, hidden=
     big_labels = rng.integers(-1, 21, 32)
     specs = [
         ("one row, two equal logits", np.array([[0.0, 0.0]]), [1], None,
-         "p = (0.5, 0.5) and the label is class 1: p - onehot = (0.5, -0.5)."),
+         "Equal logits give p = (0.5, 0.5), and the label is class 1: work out d(-log p_1) / dz_0 and "
+         "d(-log p_1) / dz_1 for this row by hand."),
         ("three rows, four classes: the mean over rows", rng.normal(0, 1, (3, 4)), [0, 3, 1], None,
          "normalizer None: divide by the number of (kept) rows, 3 here."),
         ("rows with label -1 are ignored", rng.normal(0, 1, (4, 3)), [2, -1, 0, -1], None,
@@ -710,14 +711,15 @@ def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward, hidden=
         ("normalizer = 256 (the paper's N_cls)", rng.normal(0, 1, (4, 2)), [1, 0, -1, 1], 256.0,
          "A given normalizer replaces the row count: divide by 256."),
         ("large logits (1000): no overflow", np.array([[1000.0, 0.0, -1000.0], [1000.0, 1000.0, 0.0]]),
-         [0, 2], None, "np.exp(1000) overflows to inf. Subtract each row's max first: "
-                       "softmax(z) = softmax(z - max(z))."),
+         [0, 2], None, "np.exp(1000) overflows to inf, and inf / inf is NaN. Which number can you "
+                       "subtract from a row's logits without changing its softmax?"),
         ("rows far apart (+1000 and -1000): each row's own max", np.array([[1000.0, 999.0],
                                                                          [-1000.0, -1001.0]]),
-         [0, 1], None, "Subtract EACH ROW's max (z.max(axis=1, keepdims=True)), not the max of the "
-                       "whole array: exp(-1000 - 1000) is 0 in floating point, and 0 / 0 is NaN."),
+         [0, 1], None, "Shifted by the largest logit of the whole array (1000), the second row becomes "
+                       "exp(-2000) and exp(-2001): 0 in floating point, and 0 / 0 is NaN. Each row "
+                       "needs its own shift."),
         ("32 random rows, 21 classes, some ignored", big_logits, big_labels, None,
-         "Check one row by hand: softmax, minus 1 at the label, divided by the kept count."),
+         "Check one row by hand against your derivation (question 1), divided by the kept count."),
     ]
     cases = []
     for name, z, y, norm, hint in specs:
@@ -734,7 +736,8 @@ def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward, hidden=
         (same_as(_sce_backward_variant, compare, ignore=False),
          "Rows with label -1 must get zero gradient: in Python, onehot[i, -1] marks the LAST class."),
         (same_as(_sce_backward_variant, compare, sign=-1.0),
-         "The sign is flipped: d loss / d z = p - onehot (the loss is MINUS log p)."),
+         "The sign is flipped: the loss is MINUS log p, so raising the true class's logit must lower "
+         "the loss (a negative gradient there)."),
     ]
     return run_check("softmax_cross_entropy_backward(logits, labels, normalizer)", cases,
                      calling(softmax_cross_entropy_backward, library=[_ops.softmax_cross_entropy, _losses.softmax_cross_entropy_reference]), compare, names=("logits", "labels"), mistakes=mistakes, hidden=hidden)
