@@ -809,17 +809,17 @@ def check_roi_pool(roi_pool, hidden=False):
          "bin_h = 2 / 3: bins are less than a cell, so a cell can be the max of several bins."),
         ("rounding half away from zero", f8, R([0, 5, 5, 9, 9]), (3, 3), 0.5,
          "5 * 0.5 = 2.5 rounds to 3 and 4.5 rounds to 5 (half AWAY from zero, as C's round). "
-         "np.round rounds halves to even (2.5 -> 2): use np.floor(abs(v) + 0.5) * np.sign(v)."),
+         "np.round rounds halves to even (2.5 -> 2), which is not this rule."),
         ("negative features: start the max at -inf", fneg, R([0, 0, 0, 3, 3]), (2, 2), 1.0,
-         "Every value here is negative, so a running max that starts at 0 returns 0. Start at -inf "
-         "(or take window.max())."),
+         "Every value here is negative, so a running max that starts at 0 returns 0: the max of a bin "
+         "is the largest of its values, whatever their sign."),
         ("RoI partly outside the map: empty bins give 0", f4, R([0, -8, 0, 3, 3]), (2, 2), 1.0,
          "x_start = -8, roi_w = 12, so bin 0 covers columns [-8, -2): clipped to the map it is empty and "
-         "outputs 0. Clip with min(max(v, 0), W) AFTER adding x_start."),
+         "outputs 0. Clip to the map AFTER adding x_start."),
         ("RoI wholly outside the map", f4, R([0, 20, 20, 30, 30]), (2, 2), 1.0,
          "Every bin is empty after clipping: the output is all zeros."),
         ("a RoI on the second image of the batch", fbatch, R([1, 0, 0, 4, 4], [0, 1, 1, 3, 3]), (2, 2), 1.0,
-         "Column 0 of a RoI is its image in the batch: pool from feat[int(roi[0])]."),
+         "Column 0 of a RoI is its image in the batch: pool from that image's map."),
         ("a malformed RoI (x2 < x1) becomes one cell", f6, R([0, 3, 3, 1, 1]), (2, 2), 1.0,
          "roi_w = max(x_end - x_start + 1, 1): a RoI whose corners cross is 1 x 1 cell."),
         ("a 2 x 3 output (PH = 2 rows, PW = 3 columns)", f6, R([0, 0, 0, 5, 5]), (2, 3), 1.0,
@@ -843,16 +843,16 @@ def check_roi_pool(roi_pool, hidden=False):
     mistakes = [
         (same_as(_roi_pool_variant, compare, rounding="np_round"),
          "np.round rounds halves to even (2.5 -> 2); RoI pooling rounds half AWAY from zero "
-         "(2.5 -> 3): np.floor(abs(v) + 0.5) * np.sign(v)."),
+         "(2.5 -> 3, -0.5 -> -1)."),
         (same_as(_roi_pool_variant, compare, rounding="trunc"),
          "int(v) truncates (2.7 -> 2); the corners are ROUNDED, half away from zero."),
         (same_as(_roi_pool_variant, compare, plus_one=False),
          "The RoI's corner cells are both inside it: roi_w = x_end - x_start + 1 (here the +1 is right)."),
         (same_as(_roi_pool_variant, compare, start=0.0),
-         "Your maxima never go below 0: start the running max at -inf (or use window.max()); "
-         "only an EMPTY bin outputs 0."),
+         "Your maxima never go below 0, as if the running max started at 0 instead of -inf: only an "
+         "EMPTY bin outputs 0."),
         (same_as(_roi_pool_variant, compare, use_batch=False),
-         "Every RoI was pooled from image 0: use feat[int(roi[0])], the RoI's own image."),
+         "Every RoI was pooled from image 0: pool each RoI from its own image, column 0 of the RoI."),
     ]
     return run_check("roi_pool(feat, rois, output_size, spatial_scale)", cases, calling(roi_pool, library=[_ops.roi_pool_forward, _roi_pool.roi_pool_forward_reference]), compare,
                      names=("feat", "rois"), mistakes=mistakes, hidden=hidden)
