@@ -906,7 +906,7 @@ NOTEBOOK_CHECKS = {
 DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-13: with questions and answers
 # 01-08 given questions, answer cells and a link to their walkthrough (issue 17, items 3 and 4)
 BUILDING_BLOCKS = ["01_iou", "02_anchors", "03_box_encode_decode", "04_nms", "05_smooth_l1",
-                   "06_softmax_cross_entropy_backward", "07_roi_pool"]
+                   "06_softmax_cross_entropy_backward", "07_roi_pool", "08_conv_backward"]
 WALKTHROUGHS = {"01_iou": ["01_data_and_boxes"], "02_anchors": ["03_anchors"],
                 "03_box_encode_decode": ["03_anchors", "04_region_proposal_network", "06_fast_rcnn_head_and_loss"],
                 "04_nms": ["04_region_proposal_network"],
@@ -914,7 +914,7 @@ WALKTHROUGHS = {"01_iou": ["01_data_and_boxes"], "02_anchors": ["03_anchors"],
                                  "06_fast_rcnn_head_and_loss"],
                 "06_softmax_cross_entropy_backward": ["02_building_blocks_and_backprop", "04_region_proposal_network",
                                                       "06_fast_rcnn_head_and_loss"],
-                "07_roi_pool": ["05_roi_pooling"]}
+                "07_roi_pool": ["05_roi_pooling"], "08_conv_backward": ["02_building_blocks_and_backprop"]}
 DRAW_BOXES = {"01_iou", "02_anchors", "04_nms", "07_roi_pool"}
 
 

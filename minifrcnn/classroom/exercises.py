@@ -894,17 +894,20 @@ def check_conv_backward(conv_backward, hidden=False):
     rng = _rng(8, hidden)
     specs = [
         ("1 x 1 kernel, one image, one channel", (1, 1, 3, 3), (1, 1, 1, 1), 1, 0,
-         "With a 1 x 1 kernel, out = w * x + b: dx = w * dout, dw = sum(dout * x), db = sum(dout)."),
+         "With a 1 x 1 kernel and one channel, out = w * x + b, one product per output: differentiate "
+         "it by hand."),
         ("3 x 3 kernel, pad 1, stride 1 (same size)", (1, 2, 5, 5), (3, 2, 3, 3), 1, 1,
-         "Pad x, accumulate into dxpad, then crop: dx = dxpad[:, :, pad:pad+H, pad:pad+W]."),
+         "The padded zeros are not inputs: which entries of the padded input are x's own? dx has x's "
+         "shape."),
         ("2 x 2 kernel, stride 2: windows do not overlap", (1, 2, 6, 6), (2, 2, 2, 2), 2, 0,
          "Output (i, j) reads the window starting at row i * stride, column j * stride."),
         ("3 x 3 kernel, stride 2, pad 1: windows overlap", (2, 2, 7, 7), (2, 2, 3, 3), 2, 1,
-         "Where windows overlap, a pixel gets a gradient from each window: use +=, not =."),
+         "Where windows overlap, a pixel is read by several outputs: how do their gradients combine?"),
         ("non-square 3 x 2 kernel, pad 2", (1, 1, 4, 5), (2, 1, 3, 2), 1, 2,
          "kh and kw can differ: use w.shape[2] for the rows and w.shape[3] for the columns."),
         ("a batch of 3, 4 channels, 5 filters", (3, 4, 6, 6), (5, 4, 3, 3), 1, 1,
-         "dw and db add up over the whole batch (sum over n), dx has one gradient per image."),
+         "Every image of the batch uses the same w and b, while x[n] belongs to image n alone: which "
+         "gradients add up over the batch?"),
         ("stride 2 skips the last column (W = 6, kernel 3)", (1, 1, 6, 6), (1, 1, 3, 3), 2, 0,
          "OW = (6 - 3) // 2 + 1 = 2: column 5 is never read, so its gradient is 0."),
     ]
@@ -945,12 +948,15 @@ def check_conv_backward(conv_backward, hidden=False):
                 and np.allclose(got[2], dout.mean(axis=(0, 2, 3))))
 
     mistakes = [
-        (padded_dx, "dx has the padded shape: crop the padding off, dx = dxpad[:, :, pad:pad+H, pad:pad+W]."),
+        (padded_dx, "dx has the padded shape: crop the padding off (the padded zeros are not inputs; dx "
+                    "has x's shape)."),
         (dw_per_image, "dw has one gradient per image: sum over the batch, dw has w's shape (F, C, kh, kw)."),
-        (db_not_summed, "db has one number per filter: db = dout.sum(axis=(0, 2, 3)), shape (F,)."),
+        (db_not_summed, "db has one number per filter, shape (F,): every output of filter f, in every image "
+                        "and position, added b[f] once."),
         (db_mean, "db is a SUM of dout over n, i, j (every output adds b once), not a mean."),
         (same_as(_conv_backward_variant, compare, overwrite=True),
-         "Overlapping windows overwrite each other in your dx: accumulate with dxpad[...] += ..., not =."),
+         "Overlapping windows overwrite each other in your dx: a pixel read by several outputs gets the "
+         "sum of their gradients (+=, not =)."),
     ]
     return run_check("conv_backward(dout, x, w, stride, pad)", cases, calling(conv_backward, library=[_ops.conv2d_backward, _conv.conv2d_backward_reference, _conv.col2im]), compare,
                      names=("dout", "x", "w"), mistakes=mistakes, hidden=hidden)
