@@ -114,6 +114,8 @@ LIBRARY = {
     "check_rpn_loss": (library_rpn_loss,),
     "check_head_loss": (library_head_loss,),
     "check_voc_ap": (library_voc_ap,),
+    "check_capstone": (library_label_anchors, library_sample_anchors, proposals.proposal_layer, library_roi_targets,
+                       library_rpn_loss, library_head_loss, library_voc_ap),
 }
 
 
@@ -902,8 +904,10 @@ NOTEBOOK_CHECKS = {
     "11_roi_sampling": [("check_roi_targets", ["roi_targets"])],
     "12_multitask_loss": [("check_rpn_loss", ["rpn_loss"]), ("check_head_loss", ["head_loss"])],
     "13_voc_ap": [("check_voc_ap", ["voc_ap"])],
+    "14_capstone": [("check_capstone", ["label_anchors", "sample_anchors", "proposal_layer", "roi_targets",
+                                        "rpn_loss", "head_loss", "voc_ap"])],
 }
-DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-13: with questions and answers
+DETECTOR_STEPS = [stem for stem in sorted(NOTEBOOK_CHECKS) if stem >= "09"]   # 09-14: with questions and answers
 # 01-08 given questions, answer cells and a link to their walkthrough (issue 17, items 3 and 4)
 BUILDING_BLOCKS = ["01_iou", "02_anchors", "03_box_encode_decode", "04_nms", "05_smooth_l1",
                    "06_softmax_cross_entropy_backward", "07_roi_pool", "08_conv_backward"]
@@ -926,7 +930,7 @@ def test_every_exercise_has_a_solution_and_a_student_version():
     names = sorted(p.stem for p in SOLUTIONS.glob("*.ipynb"))
     assert names == sorted(NOTEBOOK_CHECKS)
     assert sorted(p.stem for p in STUDENT.glob("*.ipynb")) == names
-    assert len(names) == 13
+    assert len(names) == 14
 
 
 @pytest.mark.parametrize("stem", sorted(NOTEBOOK_CHECKS))

@@ -109,7 +109,7 @@ def test_a_pass_through_an_edited_check_and_a_deleted_check_lose_their_points(tm
     assert float(rows["delete"]["points"]) == 0 and "deleted" in rows["delete"]["reason"]
 
 
-# One wrong submission per exercise of 09-13: (the solution cell's grade_id, (the start of a line of
+# One wrong submission per exercise of 09-14: (the solution cell's grade_id, (the start of a line of
 # the solution, the line that replaces it: a known slip), the graded cell that loses points, the
 # failing case its reason names)
 WRONG_SUBMISSIONS = {
@@ -124,6 +124,8 @@ WRONG_SUBMISSIONS = {
                                 "check_rpn_loss", "one image, 3 x 4 locations"),
     "13_voc_ap.ipynb": ("voc_ap", ("    n_gt = sum(", "    n_gt = sum(len(d) for d in gt_difficult)"),
                         "check_voc_ap", "detecting a difficult gt is neither TP nor FP"),
+    "14_capstone.ipynb": ("label_anchors", ("    lab[is_best] = 1", "    pass"),
+                          "check_capstone", "label_anchors in the detector"),
 }
 
 

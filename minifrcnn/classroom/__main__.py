@@ -12,7 +12,9 @@ from .. import anchors as _anchors
 from .. import boxes as _boxes
 from .. import ops as _ops
 from .. import proposals as _proposals
+from . import capstone as _capstone
 from . import detector_exercises as _detector
+from .capstone import check_capstone
 from .detector_exercises import (check_head_loss, check_label_anchors, check_proposal_layer, check_roi_targets,
                                  check_rpn_loss, check_sample_anchors, check_voc_ap)
 from .exercises import (check_anchors, check_conv_backward, check_encode_decode, check_grid_anchors, check_iou,
@@ -53,6 +55,8 @@ def _check_the_library():
             check_rpn_loss(_detector._library_rpn_loss, hidden=hidden),
             check_head_loss(_detector._library_head_loss, hidden=hidden),
             check_voc_ap(_detector._library_voc_ap, hidden=hidden),
+            # 14, the capstone: the library's steps in the detector (a few seconds: it trains)
+            check_capstone(*_capstone.LIBRARY_STEPS.values(), _detector._library_voc_ap, hidden=hidden),
         ]
     return 0 if all(results) else 1
 

@@ -40,6 +40,9 @@ function it is compared with:
     13 VOC average          voc_ap(det_image, det_scores, det_boxes, gt_boxes, gt_difficult,
        precision                iou_threshold=0.5, method="area") -> AP (a float)  check_voc_ap
                                                                                  evaluate.evaluate_detections
+    14 the capstone         the seven functions above in the detector (capstone.py: students_detector),
+                                trained side by side with the library's steps    check_capstone
+                                                                                 the library's detector
 
 Where the library draws at random (09's sample, 11's), the exercise states the library's draw
 exactly, so the check can compare with it: from a list of candidates c (in increasing index
