@@ -22,6 +22,7 @@ from minifrcnn.classroom import detector_exercises as ex
 from minifrcnn.config import Config
 from minifrcnn.data import shapes
 from minifrcnn.evaluate import evaluate_detections
+from test_train import tiny_config as train_tiny_config
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "exercises" / "solutions"
 EXERCISES = ("09_anchor_targets", "10_proposal_layer", "11_roi_sampling", "12_multitask_loss", "13_voc_ap")
@@ -45,13 +46,8 @@ def solutions():
 
 
 def tiny_config(**overrides):
-    values = dict(backbone="tiny", num_classes=4, class_names=shapes.CLASS_NAMES, head_hidden=16,
-                  roi_output_size=3, rpn_batch_size=32, roi_batch_size=16, image_min_size=48, image_max_size=48,
-                  rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,
-                  rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=30,
-                  iters=5, lr_steps=(4,), lr_warmup_iters=0, roi_gt_jitter=0)
-    values.update(overrides)
-    return Config.small(**values)
+    """test_train's tiny detector, with the preset's lr, 5 iterations and no jittered gt RoIs."""
+    return train_tiny_config(**{"iters": 5, "lr": Config.small().lr, "roi_gt_jitter": 0, **overrides})
 
 
 @pytest.fixture(scope="module")
