@@ -919,7 +919,8 @@ WALKTHROUGHS = {"01_iou": ["01_data_and_boxes"], "02_anchors": ["03_anchors"],
                 "06_softmax_cross_entropy_backward": ["02_building_blocks_and_backprop", "04_region_proposal_network",
                                                       "06_fast_rcnn_head_and_loss"],
                 "07_roi_pool": ["05_roi_pooling"], "08_conv_backward": ["02_building_blocks_and_backprop"]}
-DRAW_BOXES = {"01_iou", "02_anchors", "04_nms", "07_roi_pool"}
+DRAW_BOXES = {"01_iou", "02_anchors", "04_nms", "07_roi_pool", "09_anchor_targets", "10_proposal_layer",
+              "11_roi_sampling", "14_capstone"}          # the exercises whose figures show boxes
 
 
 def code_cells(path):
@@ -1004,14 +1005,20 @@ def test_the_questions_are_answered_in_the_solution_only(stem):
 
 
 @pytest.mark.parametrize("stem", BUILDING_BLOCKS)
-def test_a_building_block_links_to_its_walkthrough_and_draws_with_plotting(stem):
+def test_a_building_block_links_to_its_walkthrough(stem):
     """Near the top, one line names the walkthrough notebooks (and sections) that explain the step,
-    linked from the exercise's folder; boxes are drawn by minifrcnn.plotting, not by local patches."""
+    linked from the exercise's folder (09-14 name theirs in their Next instead)."""
     nb = nbformat.read(SOLUTIONS / f"{stem}.ipynb", as_version=4)
     (line,) = [l for l in nb.cells[0].source.splitlines() if l.startswith("Walkthrough: this step is explained in ")]
     for name in WALKTHROUGHS[stem]:
         assert f"[../../{name}.ipynb](../../{name}.ipynb), section" in line, line
         assert (SOLUTIONS / ".." / ".." / f"{name}.ipynb").is_file()
+
+
+@pytest.mark.parametrize("stem", sorted(NOTEBOOK_CHECKS))
+def test_an_exercise_draws_its_boxes_with_plotting(stem):
+    """Boxes are drawn by minifrcnn.plotting (issue 17, item 6), not by the notebook's own patches."""
+    nb = nbformat.read(SOLUTIONS / f"{stem}.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "matplotlib.patches" not in code
     if stem in DRAW_BOXES:
