@@ -202,8 +202,9 @@ def check_anchors(generate_anchors, hidden=False):
     """Check generate_anchors(base_size, ratios, scales) -> (A, 4), A = len(ratios) * len(scales).
 
     Compared with anchors.generate_base_anchors: for each ratio r = h / w and, inside it, each
-    scale s (ratio-major order), side = base_size * s, w = side / sqrt(r), h = side * sqrt(r),
-    anchor = (c - w/2, c - h/2, c + w/2, c + h/2) with c = base_size / 2. No rounding.
+    scale s (ratio-major order), the box of area (base_size * s)^2 and aspect ratio h / w = r
+    centred at c = (base_size / 2, base_size / 2), as (x1, y1, x2, y2). No rounding. (Its width
+    and height are the exercise's question 1; the solution notebook derives them.)
     """
     specs = [
         ("one square anchor", 16, (1.0,), (1.0,),
@@ -392,9 +393,9 @@ def check_encode(encode, hidden=False):
 def check_decode(decode, hidden=False):
     """Check decode(ref, deltas, weights=(1.0, 1.0, 1.0, 1.0)) -> (N, 4) boxes: encode's inverse.
 
-    Compared with boxes.decode: x = tx / wx * wa + xa, y = ty / wy * ha + ya,
-    w = exp(min(tw / ww, log(1000/16))) * wa, h = exp(min(th / wh, log(1000/16))) * ha,
-    box = (x - w/2, y - h/2, x + w/2, y + h/2).
+    Compared with boxes.decode: the inverse of encode (the exercise's question 1; the solution
+    notebook derives it); the deltas are divided by the weights first, and tw, th are clamped
+    from above at log(1000/16) before the exp. Returns (x1, y1, x2, y2) boxes.
     """
     rng = _rng(4, hidden)
     ref = _box_array([10, 20, 30, 60])
@@ -609,8 +610,8 @@ def check_smooth_l1(smooth_l1, hidden=False):
 
     Compared with ops.smooth_l1: d = weights * (pred - target);
     f(d) = 0.5 sigma^2 d^2 if |d| < 1 / sigma^2, else |d| - 0.5 / sigma^2;
-    loss = sum f(d) / normalizer (one number); dpred = weights * f'(d) / normalizer, same shape as pred,
-    f'(d) = sigma^2 d in the quadratic zone, sign(d) outside.
+    loss = sum f(d) / normalizer (one number); dpred = d loss / d pred, same shape as pred (the
+    exercise's question 1; the solution notebook derives it).
     """
     rng = _rng(2, hidden)
     ones = np.ones((1, 4))
@@ -691,9 +692,10 @@ def _sce_backward_variant(logits, labels, normalizer=None, norm="kept", ignore=T
 def check_softmax_cross_entropy_backward(softmax_cross_entropy_backward, hidden=False):
     """Check softmax_cross_entropy_backward(logits, labels, normalizer=None) -> dlogits (N, C).
 
-    Compared with the gradient of ops.softmax_cross_entropy: p = softmax(logits) row by row,
-    dlogits[i] = (p[i] - onehot(labels[i])) / normalizer for rows with labels[i] >= 0 and 0 for
-    rows with label -1 (ignored); normalizer None means the number of kept rows (at least 1).
+    Compared with the gradient of ops.softmax_cross_entropy: loss = sum over the rows with
+    labels[i] >= 0 of -log softmax(logits[i])[labels[i]], / normalizer (rows with label -1 are
+    ignored; normalizer None means the number of kept rows, at least 1); dlogits = d loss /
+    d logits (the exercise's question 1; the solution notebook derives it).
     """
     rng = _rng(6, hidden)
     big_logits = rng.normal(0, 3, (32, 21))
