@@ -113,9 +113,10 @@ class Case:
     note: str = ""                         # printed once under the table
 
 
-# The default ("small") detector at batch 2 of 128x128 images: backbone convs (3x3, pad 1),
-# the RPN's 3x3 conv, the three 2x2 max-pools, and the Fast R-CNN head's fc layers
-# (2 images x 128 RoIs = 256 rows, 128*7*7 = 6272 inputs, 256 hidden, 5 classes).
+# The stride-8 "small" detector with 7 x 7 RoI pooling (the default until 2026-12; kept so that
+# the recorded runs in docs/benchmarks stay comparable) at batch 2 of 128x128 images: backbone
+# convs (3x3, pad 1), the RPN's 3x3 conv, the three 2x2 max-pools, and the Fast R-CNN head's fc
+# layers (2 images x 128 RoIs = 256 rows, 128*7*7 = 6272 inputs, 256 hidden, 5 classes).
 CONV_SHAPES = [((2, 3, 128, 128), 32), ((2, 32, 64, 64), 64),
                ((2, 64, 32, 32), 128), ((2, 128, 16, 16), 128)]
 POOL_SHAPES = [(2, 32, 128, 128), (2, 64, 64, 64), (2, 128, 32, 32)]

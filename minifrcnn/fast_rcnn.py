@@ -25,7 +25,8 @@ class FastRCNNHead(Module):
     Initialisation. In the paper fc6 and fc7 come pre-trained with VGG-16 / ZF; only the
     class and box layers are new (Gaussian, std 0.01 and 0.001, as in py-faster-rcnn). We
     have no pre-trained weights, so fc6 and fc7 get He initialisation like the backbone: with
-    std 0.01 on fc6's 6272 inputs and fc7's 256 the signal shrinks layer by layer and the
+    std 0.01 on fc6's thousands of inputs (C * P * P: 6272 at 7 x 7, 2048 at the small preset's
+    4 x 4) and fc7's 256 the signal shrinks layer by layer and the
     head barely learns for the first thousand iterations (measured on the shapes data).
     """
 
