@@ -172,6 +172,22 @@ def prepare_inputs(detections, ground_truths, num_classes=None):
 # PASCAL VOC
 # ----------------------------------------------------------------------------------------
 
+def class_inputs(dets, gts, k):
+    """One class's share of prepare_inputs' lists: its detections from all images, its gts image
+    by image (what voc_tp_fp takes).
+
+    Returns det_image (D,) int64, det_scores (D,), det_boxes (D, 4), and gt_boxes, gt_difficult:
+    lists over the images of (G_i, 4) boxes and (G_i,) bools.
+    """
+    gt_boxes = [g["boxes"][g["labels"] == k] for g in gts]
+    gt_difficult = [g["difficult"][g["labels"] == k] for g in gts]
+    det_image = np.concatenate([np.full(int((d["labels"] == k).sum()), i, dtype=np.int64)
+                                for i, d in enumerate(dets)] + [np.zeros(0, np.int64)])
+    det_scores = np.concatenate([d["scores"][d["labels"] == k] for d in dets] + [np.zeros(0)])
+    det_boxes = np.concatenate([d["boxes"][d["labels"] == k] for d in dets] + [np.zeros((0, 4))])
+    return det_image, det_scores, det_boxes, gt_boxes, gt_difficult
+
+
 def voc_ap(recall, precision, method="area"):
     """AP from a precision-recall curve (recall (n,), precision (n,), in detection order).
 
@@ -300,16 +316,8 @@ def evaluate_detections(detections, ground_truths, class_names, iou_threshold=0.
               "iou_threshold": float(iou_threshold), "method": method,
               "class_names": class_names}
     for k, name in enumerate(class_names, start=1):
-        # This class's gts, image by image, and its detections from all images.
-        gt_boxes = [g["boxes"][g["labels"] == k] for g in gts]
-        gt_difficult = [g["difficult"][g["labels"] == k] for g in gts]
+        det_image, det_scores, det_boxes, gt_boxes, gt_difficult = class_inputs(dets, gts, k)
         npos = int(sum((~d).sum() for d in gt_difficult))
-        det_image = np.concatenate([np.full(int((d["labels"] == k).sum()), i, dtype=np.int64)
-                                    for i, d in enumerate(dets)] + [np.zeros(0, np.int64)])
-        det_scores = np.concatenate([d["scores"][d["labels"] == k] for d in dets] + [np.zeros(0)])
-        det_boxes = np.concatenate([d["boxes"][d["labels"] == k] for d in dets]
-                                   + [np.zeros((0, 4))])
-
         tp, fp = voc_tp_fp(det_image, det_scores, det_boxes, gt_boxes, gt_difficult,
                            iou_threshold)
         counted = tp | fp                                   # drop the ignored ones

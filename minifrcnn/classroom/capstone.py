@@ -61,7 +61,7 @@ from ..boxes import encode
 from ..config import config_for_data
 from ..data import CLASS_NAMES, make_split
 from ..detect import predict_dataset
-from ..evaluate import evaluate_detections, ground_truths
+from ..evaluate import class_inputs, evaluate_detections, ground_truths, prepare_inputs
 from ..model import FasterRCNN
 from ..optim import make_optimizer
 from ..proposal_targets import jittered_gt_boxes
@@ -231,25 +231,14 @@ def students_map(voc_ap, detections, ground_truths, class_names, iou_threshold=0
 
     detections, ground_truths: one dict per image, as evaluate_detections takes them.
     """
+    dets, gts = prepare_inputs(detections, ground_truths, num_classes=len(class_names))
     aps = []
     for k in range(1, len(class_names) + 1):
-        det_image, det_scores, det_boxes = [], [], []
-        for i, d in enumerate(detections):
-            mine = to_numpy(d["labels"]) == k
-            det_image.append(np.full(int(mine.sum()), i, dtype=np.int64))
-            det_scores.append(to_numpy(d["scores"])[mine].astype(np.float64))
-            det_boxes.append(to_numpy(d["boxes"])[mine].astype(np.float64).reshape(-1, 4))
-        gt_boxes, gt_difficult = [], []
-        for g in ground_truths:
-            mine = to_numpy(g["labels"]) == k
-            gt_boxes.append(to_numpy(g["boxes"])[mine].astype(np.float64).reshape(-1, 4))
-            difficult = g.get("difficult")
-            difficult = np.zeros(len(mine), dtype=bool) if difficult is None else to_numpy(difficult).astype(bool)
-            gt_difficult.append(difficult[mine])
+        det_image, det_scores, det_boxes, gt_boxes, gt_difficult = class_inputs(dets, gts, k)
         if sum(int((~d).sum()) for d in gt_difficult) == 0:
             continue                                   # no gt of this class: left out, like evaluate
-        aps.append(float(voc_ap(np.concatenate(det_image), np.concatenate(det_scores), np.concatenate(det_boxes),
-                                gt_boxes, gt_difficult, iou_threshold=iou_threshold, method=method)))
+        aps.append(float(voc_ap(det_image, det_scores, det_boxes, gt_boxes, gt_difficult,
+                                iou_threshold=iou_threshold, method=method)))
     return float(np.mean(aps)) if aps else float("nan")
 
 
