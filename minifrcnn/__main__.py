@@ -202,7 +202,7 @@ def _train_in_locked_folder(args, device):
     if not samples:
         raise ValueError(f"training split of {args.data_dir or args.dataset} is empty")
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
-                          max_size=args.max_size)
+                          max_size=args.max_size, flip=not args.no_flip)
     if args.iters is not None:
         cfg = cfg.with_iters(args.iters)        # the lr step moves with it, to 80%
     for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
@@ -413,6 +413,9 @@ def build_parser():
     s.add_argument("--train-images", type=positive_int, help="use only the first N training images")
     s.add_argument("--min-size", type=positive_int, help="shorter image side (default: from the data)")
     s.add_argument("--max-size", type=positive_int, help="longest image side cap")
+    s.add_argument("--no-flip", action="store_true",
+                   help="no random horizontal flips while training: for objects whose mirror "
+                        "image is another thing (digits, letters, arrows)")
     s.add_argument("--backbone-weights", help="start the backbone from this npz (see pretrain)")
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
     s.add_argument("--overwrite", action="store_true",

@@ -357,3 +357,33 @@ def test_a_full_disk_at_a_checkpoint_names_it_and_keeps_the_last_one(tmp_path, d
     with np.load(run_dir / "checkpoint.npz") as f:
         assert int(f["iteration"]) == 1                            # the last good one, whole
     assert sorted(os.listdir(run_dir)) == ["checkpoint.npz", "losses.jsonl"]   # no .tmp, no lock
+
+
+def test_no_flip_trains_without_flips_and_a_resume_must_say_it_again(tmp_path, capsys):
+    """--no-flip sets the config's flip to False (the model remembers it); a --resume of that
+    run without --no-flip is another config: refused in one line naming the field."""
+    from minifrcnn.model import FasterRCNN
+    flipped, unflipped = tmp_path / "flip", tmp_path / "noflip"
+    assert main(train_command(flipped, "--iters", "1")) == 0
+    assert main(train_command(unflipped, "--iters", "2", "--checkpoint-every", "1",
+                              "--no-flip")) == 0
+    assert FasterRCNN.load(str(flipped / "model.npz")).cfg.flip is True
+    assert FasterRCNN.load(str(unflipped / "model.npz")).cfg.flip is False
+    capsys.readouterr()
+    assert main(train_command(unflipped, "--iters", "3", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "flip" in err and len(err.splitlines()) == 1
+
+
+def test_the_feature_gradient_script_measures_a_normal_training(tmp_path):
+    """scripts/feature_grad_norms.py (docs/time-to-accuracy: which loss drives the shared
+    features) writes one row per iteration and trains exactly as `train` does."""
+    normal, measured, norms = tmp_path / "normal", tmp_path / "measured", tmp_path / "norms.csv"
+    assert main(train_command(normal, "--iters", "3")) == 0
+    subprocess.run([sys.executable, os.path.join(REPO, "scripts", "feature_grad_norms.py"),
+                    str(norms), *train_command(measured, "--iters", "3")[1:]],
+                   cwd=REPO, check=True, capture_output=True)
+    rows = norms.read_text().splitlines()
+    assert rows[0] == "iteration,norm_rpn,norm_head,meanabs_rpn,meanabs_head" and len(rows) == 4
+    assert all(float(v) > 0 for row in rows[1:] for v in row.split(",")[1:])
+    assert losses(measured) == losses(normal)
