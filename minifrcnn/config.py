@@ -123,7 +123,7 @@ class Config:
             rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=300,
             rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=100,
             roi_gt_jitter=4,
-            roi_output_size=4,                             # 4 x 4 bins: fc6 has 2048 inputs, not 6272
+            roi_op="align", roi_output_size=4,             # 4 x 4 RoIAlign bins: fc6 has 2048 inputs
             head_hidden=256,
             optimizer="adamw", lr=1e-3, lr_warmup_iters=100,
             images_per_batch=2, iters=3000, lr_steps=(2400,),
