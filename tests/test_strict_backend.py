@@ -372,21 +372,24 @@ def test_training_step_on_the_env_device_equals_numpy(data):
     _assert_same_run(got, want, rtol=1e-3 if device == "cuda" else 1e-6)
 
 
-def test_a_training_step_copies_no_array_to_the_host_except_where_cuda_kernels_take_over(data):
+@pytest.mark.parametrize("roi_op", ["pool", "align"])
+def test_a_training_step_copies_no_array_to_the_host_except_where_cuda_kernels_take_over(data, roi_op):
     """Issue #7: no host-device copy inside a training iteration other than scalars. On the
-    strict device the ARRAY versions of RoI pooling (its bin shapes, read back with .tolist())
-    and of NMS (the overlap matrix, greedy pass on the host) run; on CuPy the CUDA kernels of
-    ops/cuda_kernels.py replace exactly those two (tests/test_gpu.py). Everything else in the
-    step (sampling included) must keep its arrays on the device."""
+    strict device the ARRAY versions of RoI max pooling (its bin shapes, read back with
+    .tolist()) and of NMS (the overlap matrix, greedy pass on the host) run; on CuPy the CUDA
+    kernels of ops/cuda_kernels.py replace exactly those two (tests/test_gpu.py). RoIAlign (the
+    small preset's) copies nothing. Everything else in the step (sampling included) must keep
+    its arrays on the device."""
     from minifrcnn.train import train_step
-    cfg = tiny_config()
+    cfg = tiny_config(roi_op=roi_op)
     model = FasterRCNN(cfg).to("strict")
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     with strict.record_host_copies() as copies:
         train_step(model, opt, data, cfg, 0)
     sites = {where for where, _ in copies}
-    assert "roi_pool.roi_pool_forward" in sites, copies          # the recorder does see copies
-    assert sites <= {"roi_pool.roi_pool_forward", "boxes._nms_matrix"}, copies
+    assert "boxes._nms_matrix" in sites, copies                  # the recorder does see copies
+    kernel_replaced = {"roi_pool.roi_pool_forward", "boxes._nms_matrix"}
+    assert sites <= (kernel_replaced if roi_op == "pool" else {"boxes._nms_matrix"}), copies
 
 
 # --------------------------------------------------------------------------- counting device work
@@ -425,7 +428,8 @@ def test_count_device_ops_names_the_function_a_comprehension_is_written_in():
     assert counts.syncs == {where: 4}, counts.syncs
 
 
-def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(data):
+@pytest.mark.parametrize("roi_op", ["pool", "align"])
+def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(data, roi_op):
     """Issue #7, GPU speed: each wait (sync) stops the host from queueing kernels ahead of the
     GPU. Outside the array versions that CUDA kernels replace, a training step may wait only
     where a size depends on the data (how many fg and bg RoIs, which proposals are big
@@ -435,10 +439,11 @@ def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(
     counts of the default detector."""
     from minifrcnn.ops.cuda_kernels import REPLACED_ARRAY_VERSIONS
     from minifrcnn.train import train_step
-    cfg = tiny_config()
+    cfg = tiny_config(roi_op=roi_op)
     model = FasterRCNN(cfg).to("strict")
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     allowed = {"proposal_targets.proposal_targets": 6,   # label check + 2 nonzero per image
+               "roi_align.roi_align_forward": 2,         # RoIAlign: its RoIs of each image (nonzero)
                "boxes.remove_small_boxes": 2,            # 1 nonzero per image
                "boxes.encode": 2,                        # 1 size check per call, 1 per image
                "losses._check_logits_labels": 2,         # label range, RPN and head

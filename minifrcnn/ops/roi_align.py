@@ -81,7 +81,10 @@ def _axis_weights(start, size, n_bins, length, sampling_ratio, T):
         grid = xp.full((K,), sampling_ratio, dtype=xp.int64)            # (K,)
     else:
         grid = xp.ceil(size / T(n_bins)).astype(xp.int64)               # (K,) may be <= 0: no samples
-    max_grid = int(grid.max()) if K else 0                              # one host sync
+    if sampling_ratio > 0:
+        max_grid = sampling_ratio                                       # known: no host sync
+    else:
+        max_grid = int(grid.max()) if K else 0                          # one host sync
     p = xp.arange(n_bins, dtype=T)[None, :, None]                       # (1, n_bins, 1)
     j = xp.arange(max(max_grid, 0), dtype=T)[None, None, :]             # (1, 1, G)
     b, st, g = bin_size[:, None, None], start[:, None, None], grid[:, None, None]  # (K, 1, 1) each
@@ -132,7 +135,8 @@ def roi_align_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16, samp
     pixels. output_size: (PH, PW) or an int. sampling_ratio: S points per bin along each axis
     (<= 0: ceil(roi size / bins), per RoI). aligned: subtract half a cell (see module docstring).
     Returns out: (K, C, PH, PW) in feat's dtype and cache = {"A_y": (K, PH, H), "A_x": (K, PW, W),
-    "batch_index": (K,), "feat_shape", "out_shape", "dtype"}.
+    "rois_of_image": N index arrays (the RoIs of each image, found once: each is a host wait
+    on a GPU, so the backward pass reuses them), "feat_shape", "out_shape", "dtype"}.
     """
     PH, PW = parse_output_size(output_size)
     spatial_scale = check_spatial_scale(spatial_scale)
@@ -143,8 +147,8 @@ def roi_align_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16, samp
     K = rois.shape[0]
     A_y, A_x = roi_align_matrices(rois, spatial_scale, (PH, PW), (H, W), feat.dtype, sampling_ratio, aligned)
     out = xp.zeros((K, C, PH, PW), dtype=feat.dtype)                    # (K, C, PH, PW)
-    for n in range(N):                                # a loop over images, not over RoIs
-        ks = xp.nonzero(batch == n)[0]                                  # (Kn,) the RoIs of image n
+    rois_of_image = [xp.nonzero(batch == n)[0] for n in range(N)]       # N arrays (Kn,)
+    for n, ks in enumerate(rois_of_image):            # a loop over images, not over RoIs
         Kn = ks.size
         if Kn == 0:
             continue
@@ -156,7 +160,7 @@ def roi_align_forward(feat, rois, output_size=(7, 7), spatial_scale=1 / 16, samp
         rows = rows.reshape(Kn, PH, C, W)                               # (Kn, PH, C, W)
         both = rows @ A_x[ks].transpose(0, 2, 1)[:, None]               # (Kn, PH, C, PW): x done
         out[ks] = both.transpose(0, 2, 1, 3)                            # (Kn, C, PH, PW)
-    cache = {"A_y": A_y, "A_x": A_x, "batch_index": batch, "feat_shape": tuple(feat.shape),
+    cache = {"A_y": A_y, "A_x": A_x, "rois_of_image": rois_of_image, "feat_shape": tuple(feat.shape),
              "out_shape": (K, C, PH, PW), "dtype": str(feat.dtype)}
     return out, cache
 
@@ -175,10 +179,9 @@ def roi_align_backward(dout, cache):
     xp = get_array_module(dout)
     N, C, H, W = cache["feat_shape"]
     K, _, PH, PW = cache["out_shape"]
-    A_y, A_x, batch = cache["A_y"], cache["A_x"], cache["batch_index"]
+    A_y, A_x = cache["A_y"], cache["A_x"]
     dfeat = xp.zeros((N, C, H, W), dtype=dout.dtype)                    # (N, C, H, W)
-    for n in range(N):
-        ks = xp.nonzero(batch == n)[0]                                  # (Kn,)
+    for n, ks in enumerate(cache["rois_of_image"]):                     # (Kn,) the RoIs of image n
         Kn = ks.size
         if Kn == 0:
             continue
