@@ -150,9 +150,9 @@ class SGD(Optimizer):
 # after about 800 steps reaches the subnormal floats (below 1.2e-38 in float32), on which a CPU
 # computes about 10 times slower: 1.1 million of the 2.1 million m entries of the default
 # detector of the time (7 x 7 RoI pooling) were subnormal at iteration 3000, and the update
-# took 42 ms instead of 8. So every
-# FLUSH_EVERY steps the entries of m below FLUSH_BELOW are set to 0 (a zero then stays zero
-# until a gradient arrives); their updates were already below 1e-22 of a weight.
+# took 42 ms instead of 8. So every FLUSH_EVERY steps the entries of m below FLUSH_BELOW are
+# set to 0 (a zero then stays zero until a gradient arrives); their updates were already below
+# 1e-22 of a weight.
 FLUSH_EVERY = 100
 FLUSH_BELOW = 1e-30
 

@@ -79,11 +79,9 @@ def _axis_weights(start, size, n_bins, length, sampling_ratio, T):
     bin_size = size / T(n_bins)                                         # (K,)
     if sampling_ratio > 0:
         grid = xp.full((K,), sampling_ratio, dtype=xp.int64)            # (K,)
-    else:
-        grid = xp.ceil(size / T(n_bins)).astype(xp.int64)               # (K,) may be <= 0: no samples
-    if sampling_ratio > 0:
         max_grid = sampling_ratio                                       # known: no host sync
     else:
+        grid = xp.ceil(size / T(n_bins)).astype(xp.int64)               # (K,) may be <= 0: no samples
         max_grid = int(grid.max()) if K else 0                          # one host sync
     p = xp.arange(n_bins, dtype=T)[None, :, None]                       # (1, n_bins, 1)
     j = xp.arange(max(max_grid, 0), dtype=T)[None, None, :]             # (1, 1, G)
