@@ -221,10 +221,12 @@ def _train_in_locked_folder(args, device):
         for step in STEPS:                                       # alternating training's steps
             if os.path.isdir(os.path.join(args.out, step)):
                 shutil.rmtree(os.path.join(args.out, step))
+    processes = _training_processes(args, cfg, device)
     schedule = (f"{cfg.iters} iterations" if args.scheme == "joint" else
                 f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
     print(f"training on {len(samples)} {source}, {cfg.num_classes} classes, "
-          f"{schedule} of {cfg.images_per_batch} images, device {device}")
+          f"{schedule} of {cfg.images_per_batch} images, device {device}"
+          + (f", {processes} processes (data-parallel)" if processes > 1 else ""))
     for f in EVAL_FILES:          # they evaluated the model that this training replaces
         if os.path.exists(os.path.join(args.out, f)):
             os.remove(os.path.join(args.out, f))
@@ -246,7 +248,7 @@ def _train_in_locked_folder(args, device):
         model = train(cfg, samples, args.out, device=device, resume=args.resume,
                       checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
                       model=start_model, eval_every=args.eval_every, eval_set=test_samples,
-                      class_names=class_names)
+                      class_names=class_names, processes=processes)
     seconds, evaluating = time.time() - t0, ""
     if args.eval_every:              # the training time without the evaluations, from the log
         from .train import read_log
@@ -259,6 +261,20 @@ def _train_in_locked_folder(args, device):
         return
     _evaluate_and_print(model, test_samples or read_samples(test_set), class_names,
                         os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
+
+
+def _training_processes(args, cfg, device):
+    """--processes, checked; by default data_parallel.default_processes (joint training)."""
+    from .data_parallel import default_processes
+    if args.processes is None:
+        return default_processes(cfg, device) if args.scheme == "joint" else 1
+    if args.processes > 1 and (device != "cpu" or args.scheme != "joint"):
+        raise ValueError(f"--processes {args.processes}: data-parallel training is for joint "
+                         "training on the CPU")
+    if cfg.images_per_batch % args.processes:
+        raise ValueError(f"--processes {args.processes}: must divide the batch's "
+                         f"{cfg.images_per_batch} images")
+    return args.processes
 
 
 def cmd_pretrain(args):
@@ -425,6 +441,9 @@ def build_parser():
     s.add_argument("--eval-every", type=positive_int, metavar="N",
                    help="also evaluate the test split every N iterations: map_curve.csv and "
                         "map_curve.png (mAP against iterations and training seconds)")
+    s.add_argument("--processes", type=positive_int, metavar="P",
+                   help="split each batch's images over P processes with one BLAS thread each "
+                        "(data-parallel; default: one per CPU core, at most one per image)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 

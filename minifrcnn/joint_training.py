@@ -148,6 +148,13 @@ class JointTraining:
             samples["roi_weights"] = xp.concatenate(roi_weights).astype(model.dtype)
         return samples
 
+    def scale_head_loss(self, factor):
+        """Multiply the last forward's head loss gradients by `factor` before backward() (the
+        terms are the caller's to scale). Data-parallel training (data_parallel.py) uses it to
+        normalise a share of the batch by the whole batch's RoIs instead of its own."""
+        dscores, dhead = self.grads["head"]
+        self.grads["head"] = (dscores * factor, dhead * factor)
+
     def backward(self):
         """Backpropagate the last forward's loss into every parameter's .grad.
 

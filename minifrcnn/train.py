@@ -125,7 +125,7 @@ def load_checkpoint(path, model, optimizer):
 
 def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=250,
           progress=True, model=None, log=print, parts=PARTS, proposer=None,
-          eval_every=None, eval_set=None, class_names=None):
+          eval_every=None, eval_set=None, class_names=None, processes=1):
     """Train a FasterRCNN on `dataset` (a sequence of sample dicts); returns the model.
 
     cfg.iters iterations of cfg.images_per_batch images. With resume=True and a
@@ -139,9 +139,17 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
     eval_set (samples; class_names their K names): a row of map_curve.csv (MapCurve).
     Every losses.jsonl record holds "train_seconds", the training time so far without the
     evaluations, so a resumed run goes on counting where the checkpoint left off.
+    processes > 1: data-parallel training, each batch's images split over that many processes
+    with one BLAS thread each (data_parallel.py; joint training on the CPU only). The model is
+    then a function of (seed, processes); the command line's default is
+    data_parallel.default_processes.
     """
     if len(dataset) == 0:
         raise ValueError("training set is empty: nothing to train on")
+    if processes > 1 and (device != "cpu" or tuple(parts) != PARTS or proposer is not None
+                          or cfg.loss_normalization != "paper"):
+        raise ValueError(f"processes {processes}: data-parallel training is for joint training "
+                         "on the CPU with the paper's loss normalisation")
     ckpt_path = os.path.join(out_dir, "checkpoint.npz")
     log_path = os.path.join(out_dir, "losses.jsonl")
     with run_folder_lock(out_dir, log):
@@ -162,11 +170,18 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
         train_seconds = previous[-1].get("train_seconds", 0.0) if previous else 0.0
         bar = _progress(range(start, cfg.iters), progress, start, cfg.iters)
         it = start
+        workers = None
         try:
+            if processes > 1:
+                from .data_parallel import DataParallel
+                workers = DataParallel(model, optimizer, dataset, cfg, processes)
             with stop_requests() as stop, open(log_path, "a") as log_file:
                 for it in bar:
                     t0 = time.perf_counter()
-                    terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
+                    if workers:
+                        terms = workers.step(it)
+                    else:
+                        terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
                     if not all(math.isfinite(v) for v in terms.values()):
                         raise TrainingDiverged(
                             f"loss became {terms['total']} at iteration {it} "
@@ -180,12 +195,16 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                     if hasattr(bar, "set_postfix"):
                         bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
                     done = it + 1
-                    if done % checkpoint_every == 0 or done == cfg.iters or stop["signal"]:
+                    save = done % checkpoint_every == 0 or done == cfg.iters or stop["signal"]
+                    evaluate = curve and (done % eval_every == 0 or done == cfg.iters)
+                    if workers and (save or evaluate):
+                        workers.copy_state_to(model, optimizer)    # the weights live there
+                    if save:
                         t0 = time.perf_counter()
                         log_file.flush()
                         save_checkpoint(ckpt_path, model, optimizer, done)
                         train_seconds += time.perf_counter() - t0     # counted in the next record
-                    if curve and (done % eval_every == 0 or done == cfg.iters):
+                    if evaluate:
                         curve.add(model, eval_set, class_names, done, train_seconds)
                     if stop["signal"]:
                         raise TrainingInterrupted(stop["signal"])
@@ -194,6 +213,8 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                 f"continue with the same command and --resume")
             raise
         finally:
+            if workers:
+                workers.close()
             if hasattr(bar, "close"):
                 bar.close()
         model.save(os.path.join(out_dir, "model.npz"))
@@ -301,19 +322,30 @@ class MapCurve:
 def train_step(model, optimizer, dataset, cfg, it, parts=PARTS, proposer=None):
     """One optimiser iteration of JointTraining(model, parts, proposer); returns the loss terms as
     Python floats (the only host copies). A non-finite loss changes no weight."""
-    step = JointTraining(model, parts, proposer)
+    indices = batch_indices(len(dataset), cfg.images_per_batch, it, cfg.seed)
     rng = np.random.default_rng([cfg.seed, it])
-    idx = batch_indices(len(dataset), cfg.images_per_batch, it, cfg.seed)
-    images, sizes, boxes, labels, scales = prepare_batch([dataset[i] for i in idx], cfg, rng)
-    images = to_device(images, model.device())
     optimizer.set_lr(lr_for(cfg, it))
-    model.zero_grad()
-    terms, _ = step.forward(images, sizes, boxes, labels, rng, scales=scales)
-    values = {k: float(v) for k, v in terms.items()}
+    step = JointTraining(model, parts, proposer)
+    values, _ = batch_forward(step, dataset, indices, cfg, rng)
     if all(math.isfinite(v) for v in values.values()):
         step.backward()
         optimizer.step()
     return values
+
+
+def batch_forward(step, dataset, indices, cfg, rng):
+    """Zero the gradients, then the forward pass of JointTraining `step` on the samples
+    dataset[indices]: (its loss terms as Python floats, its samples); step.backward() follows.
+
+    The samples are resized, flipped at random (rng), normalised and padded into one batch
+    (N, 3, H, W); rng then draws the anchor and RoI samples.
+    """
+    model = step.model
+    images, sizes, boxes, labels, scales = prepare_batch([dataset[i] for i in indices], cfg, rng)
+    images = to_device(images, model.device())                           # (N, 3, H, W)
+    model.zero_grad()
+    terms, samples = step.forward(images, sizes, boxes, labels, rng, scales=scales)
+    return {k: float(v) for k, v in terms.items()}, samples
 
 
 def read_log(log_path):

@@ -6,7 +6,7 @@ send into the feature map, every iteration of a normal `train` run.
 
 JointTraining.backward is wrapped: it asks the RPN and the head for their d(features)
 separately, records both norms, and sends their sum on through the backbone as the library
-does, so the training is the normal one. Every 50 iterations it prints the means.
+does, so the training is the normal one (in this one process: --processes 1). Every 50 iterations it prints the means.
 """
 import csv
 import os
@@ -39,7 +39,7 @@ def backward(self):
 if __name__ == "__main__":
     joint_training.JointTraining.backward = backward       # joint training only (both parts)
     try:
-        main(["train"] + sys.argv[2:])
+        main(["train", "--processes", "1"] + sys.argv[2:])   # the wrapped backward runs here
     finally:
         with open(sys.argv[1], "w", newline="") as f:
             out = csv.writer(f)

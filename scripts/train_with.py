@@ -17,15 +17,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import minifrcnn.config as config  # noqa: E402
 from minifrcnn.__main__ import main  # noqa: E402
 
-if "--" not in sys.argv:
-    sys.exit("usage: python scripts/train_with.py FIELD=VALUE ... -- TRAIN ARGUMENTS")
-split = sys.argv.index("--")
-changes = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in sys.argv[1:split])}
-try:
-    config.Config().replace(**changes)                    # an unknown field: one line, now
-except ValueError as e:
-    sys.exit(f"error: {e}")
-small = config.Config.small.__func__                      # the preset, before the change
-config.Config.small = classmethod(lambda cls, **overrides: small(cls, **{**changes, **overrides}))
-print("Config.small changed:", changes, flush=True)
-sys.exit(main(["train"] + sys.argv[split + 1:]))
+if __name__ == "__main__":      # data-parallel training starts processes that import this file
+    if "--" not in sys.argv:
+        sys.exit("usage: python scripts/train_with.py FIELD=VALUE ... -- TRAIN ARGUMENTS")
+    split = sys.argv.index("--")
+    changes = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in sys.argv[1:split])}
+    try:
+        config.Config().replace(**changes)                    # an unknown field: one line, now
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    small = config.Config.small.__func__                      # the preset, before the change
+    config.Config.small = classmethod(lambda cls, **overrides: small(cls, **{**changes, **overrides}))
+    print("Config.small changed:", changes, flush=True)
+    sys.exit(main(["train"] + sys.argv[split + 1:]))

@@ -377,9 +377,10 @@ def test_no_flip_trains_without_flips_and_a_resume_must_say_it_again(tmp_path, c
 
 def test_the_feature_gradient_script_measures_a_normal_training(tmp_path):
     """scripts/feature_grad_norms.py (docs/time-to-accuracy: which loss drives the shared
-    features) writes one row per iteration and trains exactly as `train` does."""
+    features) writes one row per iteration and trains exactly as `train --processes 1` does
+    (the script measures inside this one process)."""
     normal, measured, norms = tmp_path / "normal", tmp_path / "measured", tmp_path / "norms.csv"
-    assert main(train_command(normal, "--iters", "3")) == 0
+    assert main(train_command(normal, "--iters", "3", "--processes", "1")) == 0
     subprocess.run([sys.executable, os.path.join(REPO, "scripts", "feature_grad_norms.py"),
                     str(norms), *train_command(measured, "--iters", "3")[1:]],
                    cwd=REPO, check=True, capture_output=True)

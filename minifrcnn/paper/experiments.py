@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ..backend import to_device
+from ..backend import one_blas_thread_in_new_processes, to_device
 from ..config import config_for_data
 from ..data import shapes
 from ..data.transforms import prepare_batch
@@ -88,9 +88,6 @@ def _variants(name):
     if name == "pretrain":
         return [("scratch", {}, "joint", {}), ("pre-trained backbone", {}, "pretrained", {})]
     raise ValueError(f"experiment {name!r}: expected one of {', '.join(NAMES)}")
-
-
-BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def run_experiment(name, out_dir, seeds=2, iters=2000, train_images=1000, test_images=200,
@@ -172,19 +169,10 @@ def run_seed(name, seed, out_dir, iters, train_images, test_images, device, conf
 
 def _in_worker_processes(function, tasks, jobs):
     """[function(*task) for task in tasks], run in `jobs` fresh processes with one BLAS thread
-    each (the variables are read when NumPy loads, so they are set before the workers start)."""
+    each."""
     import multiprocessing
-    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARIABLES}
-    os.environ.update({k: "1" for k in BLAS_THREAD_VARIABLES})
-    try:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            return pool.starmap(function, tasks)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with one_blas_thread_in_new_processes(), multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        return pool.starmap(function, tasks)
 
 
 def _write_json(path, data):

@@ -1,0 +1,143 @@
+"""data_parallel.py: the processes train what the in-process reference computes, a run with
+processes resumes exactly after a checkpoint or Ctrl-C, a failing process is an error (not a
+hang), and the number of processes the command line chooses."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from minifrcnn import data_parallel
+from minifrcnn.__main__ import main
+from minifrcnn.data import shapes
+from minifrcnn.data.transforms import prepare_batch
+from minifrcnn.data_parallel import (
+    DataParallel, default_processes, flat_gradients, images_of_process, reference_gradients,
+    reference_step, share_forward)
+from minifrcnn.joint_training import JointTraining
+from minifrcnn.model import FasterRCNN
+from minifrcnn.optim import make_optimizer
+from minifrcnn.train import (
+    LOSS_TERMS, TrainingInterrupted, batch_forward, batch_indices, read_log, train)
+from test_train import tiny_config
+
+QUIET = {"progress": False, "log": lambda *_: None, "checkpoint_every": 100}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return shapes.make_split("train", 8, size=48)
+
+
+def losses(run_dir):
+    return [(r["iter"], r["total"]) for r in read_log(os.path.join(run_dir, "losses.jsonl"))]
+
+
+@pytest.mark.parametrize("images, processes", [(2, 2), (4, 2)])
+def test_processes_train_what_the_reference_computes(tmp_path, data, images, processes):
+    cfg = tiny_config(images_per_batch=images)
+    model = train(cfg, data, str(tmp_path), processes=processes, **QUIET)
+    reference = FasterRCNN(cfg)                               # the same seeded start
+    optimizer = make_optimizer(reference.parameters(), cfg)
+    expected = [reference_step(reference, optimizer, data, cfg, it, processes)["total"]
+                for it in range(cfg.iters)]
+    got = [total for _, total in losses(str(tmp_path))]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    for name, value in reference.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name], value, rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_the_processes_compute_the_whole_batch_loss_and_gradient(data):
+    """The mean of the processes' rows is the loss and the gradient of the whole batch, as
+    train_step defines them (the RPN: a mean over images; the head: a mean over every RoI of
+    the batch), given the same samples: the shares' anchors and RoIs put together. Few
+    proposals, so that the shares sample different numbers of RoIs (13 and 11)."""
+    cfg = tiny_config(flip=False, images_per_batch=4,     # 48 px images: no padding, no flip
+                      rpn_post_nms_top_n_train=4)
+    it = 1
+    model = FasterRCNN(cfg)
+    indices = batch_indices(len(data), cfg.images_per_batch, it, cfg.seed)
+    mean = reference_gradients(model, data, cfg, it, 2)                    # (5 + n,)
+    samples = []
+    for r in (0, 1):                     # each share's samples again (the same random numbers)
+        step = JointTraining(model)
+        rng = np.random.default_rng([cfg.seed, it, r])
+        samples.append(batch_forward(step, data, images_of_process(indices, r, 2), cfg, rng)[1])
+    assert [len(s["roi_labels"]) for s in samples] == [13, 11]
+    order = images_of_process(indices, 0, 2) + images_of_process(indices, 1, 2)
+    rois = []
+    for r, s in enumerate(samples):      # batch index: the image's row in the whole batch
+        share_rois = s["rois"].copy()
+        share_rois[:, 0] += 2 * r
+        rois.append(share_rois)
+    whole = {"rpn_labels": np.concatenate([s["rpn_labels"] for s in samples]),
+             "rpn_targets": np.concatenate([s["rpn_targets"] for s in samples]),
+             "rois": np.concatenate(rois),
+             **{k: np.concatenate([s[k] for s in samples])
+                for k in ("roi_labels", "roi_targets", "roi_weights")}}
+    images, sizes, boxes, labels, scales = prepare_batch([data[i] for i in order], cfg,
+                                                         np.random.default_rng(0))
+    step = JointTraining(model)
+    model.zero_grad()
+    terms, _ = step.forward(images, sizes, boxes, labels, None, scales=scales, samples=whole)
+    step.backward()
+    np.testing.assert_allclose(mean[:5], [float(terms[k]) for k in LOSS_TERMS], rtol=1e-5)
+    np.testing.assert_allclose(mean[5:], flat_gradients(model.parameters()), rtol=1e-4,
+                               atol=1e-7)
+
+
+def test_resume_with_processes_gives_the_same_losses(tmp_path, data):
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train(tiny_config(), data, full, processes=2, **QUIET)
+    train(tiny_config(iters=3), data, part, processes=2, **QUIET)        # stops after 3
+    train(tiny_config(), data, part, resume=True, processes=2, **QUIET)
+    assert losses(part) == losses(full)
+
+
+def test_ctrl_c_with_processes_saves_and_resumes_exactly(tmp_path, data, monkeypatch):
+    full, run = str(tmp_path / "full"), str(tmp_path / "run")
+    train(tiny_config(), data, full, processes=2, **QUIET)
+    real_step = DataParallel.step
+
+    def step(self, it):
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGINT)      # Ctrl-C: the worker processes ignore it
+        return real_step(self, it)
+
+    monkeypatch.setattr(DataParallel, "step", step)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_config(), data, run, processes=2, **QUIET)
+    with np.load(os.path.join(run, "checkpoint.npz")) as f:
+        assert int(f["iteration"]) == 3
+    monkeypatch.setattr(DataParallel, "step", real_step)
+    train(tiny_config(), data, run, resume=True, processes=2, **QUIET)
+    assert losses(run) == losses(full)
+
+
+def test_a_failing_process_is_an_error_naming_it(tmp_path, data):
+    broken = [dict(s, image=None) for s in data]                # prepare_batch fails on it
+    with pytest.raises(RuntimeError, match="data-parallel training: process [01] failed"):
+        train(tiny_config(), broken, str(tmp_path), processes=2, **QUIET)
+    assert not os.path.exists(tmp_path / ".lock")               # the folder is free again
+
+
+def test_processes_need_joint_training_on_the_cpu(tmp_path, data):
+    with pytest.raises(ValueError, match="joint training on the CPU"):
+        train(tiny_config(), data, str(tmp_path), processes=2, parts=("rpn",), **QUIET)
+
+
+@pytest.mark.parametrize("cores, images, device, expected", [
+    (2, 2, "cpu", 2), (8, 2, "cpu", 2), (1, 2, "cpu", 1), (2, 3, "cpu", 1), (4, 4, "cpu", 4),
+    (3, 4, "cpu", 2), (2, 2, "cuda", 1)])
+def test_default_processes(monkeypatch, cores, images, device, expected):
+    monkeypatch.setattr(data_parallel, "usable_cores", lambda: cores)
+    assert default_processes(tiny_config(images_per_batch=images), device) == expected
+
+
+def test_processes_that_do_not_divide_the_batch_are_one_line(capsys, tmp_path):
+    code = main(["train", "--out", str(tmp_path / "run"), "--train-images", "4", "--min-size",
+                 "48", "--no-eval", "--no-progress", "--processes", "3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "error: --processes 3: must divide the batch's 2 images\n"
