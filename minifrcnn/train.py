@@ -179,6 +179,7 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                 for it in bar:
                     t0 = time.perf_counter()
                     if workers:
+                        optimizer.set_lr(lr_for(cfg, it))     # the workers' lr, for the log
                         terms = workers.step(it)
                     else:
                         terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)

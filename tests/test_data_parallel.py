@@ -48,6 +48,14 @@ def test_processes_train_what_the_reference_computes(tmp_path, data, images, pro
                                    err_msg=name)
 
 
+def test_the_log_of_a_run_with_processes_has_the_schedule_s_learning_rate(tmp_path, data):
+    cfg = tiny_config(lr_warmup_iters=2)                       # warm-up, then a step at 4
+    train(cfg, data, str(tmp_path / "one"), processes=1, **QUIET)
+    train(cfg, data, str(tmp_path / "two"), processes=2, **QUIET)
+    lrs = [[r["lr"] for r in read_log(str(tmp_path / run / "losses.jsonl"))] for run in ("one", "two")]
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) >= 3
+
+
 def test_the_processes_compute_the_whole_batch_loss_and_gradient(data):
     """The mean of the processes' rows is the loss and the gradient of the whole batch, as
     train_step defines them (the RPN: a mean over images; the head: a mean over every RoI of
