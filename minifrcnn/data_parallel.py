@@ -162,17 +162,16 @@ def head_factor(rois, batch_rois, processes):
     return float(processes * max(rois, 1) / max(batch_rois, 1))
 
 
-def share_backward(step, terms, head_factor):
-    """The share's head loss times head_factor = P x (its RoIs) / (the batch's RoIs): the
-    head's loss is a mean over every RoI of the batch, which the share normalised by its own;
-    the RPN's normaliser (256 anchors per image) needs no change, the mean over the P
+def share_backward(step, terms, factor):
+    """The share's head loss times factor, head_factor's P x (its RoIs) / (the batch's RoIs):
+    the head's loss is a mean over every RoI of the batch, which the share normalised by its
+    own; the RPN's normaliser (256 anchors per image) needs no change, the mean over the P
     processes divides by P. Then its backward pass; returns one row (5 + n,): the LOSS_TERMS,
     then flat_gradients (zero where a term is not finite: no backward)."""
-    terms = dict(terms, head_cls=terms["head_cls"] * head_factor,
-                 head_reg=terms["head_reg"] * head_factor)
+    terms = dict(terms, head_cls=terms["head_cls"] * factor, head_reg=terms["head_reg"] * factor)
     terms["total"] = terms["rpn_cls"] + terms["rpn_reg"] + terms["head_cls"] + terms["head_reg"]
     if all(math.isfinite(v) for v in terms.values()):
-        step.scale_head_loss(head_factor)
+        step.scale_head_loss(factor)
         step.backward()
     model = step.model
     losses = np.array([terms[k] for k in LOSS_TERMS], dtype=model.dtype)          # (5,)
