@@ -14,17 +14,19 @@ gradients in the same way); here it spreads a batch over the cores of one CPU. W
 CPU: most of a training step is too small to keep two BLAS threads busy (convolutions over
 8-channel maps, the proposal layer, the sampling loops), so two processes with one thread each
 get more done than one process with two. On this project's 2-core machine a step of 2 images
-took 72.6 ms in one process with 2 BLAS threads and each process's step of 1 image 47 ms with
-two such processes running at once (docs/time-to-accuracy).
+took 74-79 ms in one process with 2 BLAS threads and 59-61 ms split over two processes (the
+train command's median step; docs/time-to-accuracy).
 
-What is the same as train_step, and what is not: the loss is the whole batch's, as train_step
-defines it. The RPN's normaliser is 256 anchors per image, so the mean over the processes is the
+What is the same as train_step, and what is not: for images of one size (the shapes data) the
+loss is the whole batch's, as train_step defines it. The RPN's normaliser is 256 anchors per image, so the mean over the processes is the
 batch's mean over images; the head's loss is a mean over every RoI of the batch, and an image may
 give fewer than cfg.roi_batch_size RoIs, so the processes first add up their RoI counts (a small
 all-reduce) and each scales its head loss by P x (its RoIs) / (the batch's RoIs) before its
 backward pass. What differs: each process draws its images' flips, anchors and RoIs with its own
-random numbers, default_rng([seed, it, r]), and a process's images are padded only to each
-other's size. So a run with P processes is a function of (seed, P), as a run is of the BLAS
+random numbers, default_rng([seed, it, r]); and a process pads its images only to each other's
+size, so with images of different sizes the network sees less zero padding than in one batch,
+and the RPN's N_reg (the cells of the padded feature map) is its own share's map's, not the
+batch's: another computation, with less padding, not the same numbers. So a run with P processes is a function of (seed, P), as a run is of the BLAS
 thread count: another P gives another model of the same kind, not the same bits.
 
 The main process does not train: it sends "step it" to every process, receives the mean loss
@@ -158,7 +160,11 @@ def share_forward(step, dataset, cfg, it, indices, rank, processes):
 
 def head_factor(rois, batch_rois, processes):
     """P x (the share's RoIs) / (the batch's RoIs), each at least 1 as fast_rcnn_loss's
-    normaliser is."""
+    normaliser is. Why: with S_r RoIs in share r and S = sum_r S_r in the batch,
+
+        L_head = (1/S) sum_j l_j = (1/P) sum_r [P S_r / S] (1/S_r) sum_{j in r} l_j
+
+    so share r's own mean, times P S_r / S, averaged over the P shares, is the batch's."""
     return float(processes * max(rois, 1) / max(batch_rois, 1))
 
 
@@ -193,7 +199,8 @@ def _worker(rank, processes, shared, barrier, conn):
     the optimiser state, builds its copies, then serves the main process's requests
     ("step", it), ("state",) and ("stop",)."""
     from .model import FasterRCNN
-    signal.signal(signal.SIGINT, signal.SIG_IGN)        # the main process handles Ctrl-C
+    for stop in (signal.SIGINT, signal.SIGTERM):        # the main process handles Ctrl-C and
+        signal.signal(stop, signal.SIG_IGN)              # SIGTERM (sent to the whole group)
     keep_freed_memory()                                  # as the command line does
     try:
         conn.send(("hello",))
@@ -237,7 +244,7 @@ class DataParallel:
         typecode = {np.dtype(np.float32): "f", np.dtype(np.float64): "d"}[np.dtype(model.dtype)]
         shared = (context.RawArray("d", processes),                          # RoI counts
                   context.RawArray(typecode, processes * (len(LOSS_TERMS) + n)))    # rows
-        barrier = context.Barrier(processes)
+        barrier = self.barrier = context.Barrier(processes)
         setup = (cfg, model.dtype, dataset, model.state_dict(), optimizer.state_dict())
         self.conns, self.workers = [], []
         with one_blas_thread_in_new_processes():
@@ -266,7 +273,10 @@ class DataParallel:
     def step(self, it):
         """Iteration `it` in every process; the mean loss terms {name: float}."""
         for conn in self.conns:
-            conn.send(("step", it))
+            try:
+                conn.send(("step", it))
+            except OSError:                              # that process is gone: _reply says so
+                self.barrier.abort()
         replies = [self._reply(rank) for rank in range(len(self.conns))]
         errors = [r for r in replies if r[0] == "error"]
         if errors:       # the process that failed first, not one that only saw the barrier break
@@ -285,6 +295,7 @@ class DataParallel:
 
     def close(self):
         """Stop the processes (they also stop by themselves when this process ends)."""
+        self.barrier.abort()                             # none may wait there for a dead one
         for conn in self.conns:
             try:
                 conn.send(("stop",))
@@ -304,17 +315,23 @@ class DataParallel:
     def _reply(self, rank):
         """Process `rank`'s next message; ("error", rank, text) if it failed or ended."""
         conn, worker = self.conns[rank], self.workers[rank]
-        # wait for a message or for the process's end, whichever comes first
-        multiprocessing.connection.wait([conn, worker.sentinel])
+        # wait for its message, or for the end of any process: one that died (killed, out of
+        # memory) never reaches the barrier, so break it and the others reply with an error
+        ready = multiprocessing.connection.wait([conn] + [w.sentinel for w in self.workers])
+        if conn not in ready:
+            self.barrier.abort()
+            multiprocessing.connection.wait([conn, worker.sentinel])
         try:
             if not conn.poll():
                 raise EOFError
             message = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             worker.join(timeout=1)
-            return ("error", rank, f"it ended unexpectedly (exit code {worker.exitcode}); if its "
-                    "error above comes from your own script: a script that trains with "
-                    "processes > 1 must call train() under `if __name__ == \"__main__\":`")
+            code = worker.exitcode
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            return ("error", rank, f"it ended unexpectedly ({how}); if its error above comes from "
+                    "your own script: a script that trains with processes > 1 must call train() "
+                    "under `if __name__ == \"__main__\":`")
         return ("error", rank, message[1]) if message[0] == "error" else message
 
     def _receive(self, rank, expected):

@@ -174,7 +174,12 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
         try:
             if processes > 1:
                 from .data_parallel import DataParallel
+                if not all(p.requires_grad for p in model.parameters()):
+                    raise ValueError(f"processes {processes}: the model has frozen parameters; "
+                                     "data-parallel training trains every parameter")
+                t0 = time.perf_counter()
                 workers = DataParallel(model, optimizer, dataset, cfg, processes)
+                train_seconds += time.perf_counter() - t0        # starting them is training time
             with stop_requests() as stop, open(log_path, "a") as log_file:
                 for it in bar:
                     t0 = time.perf_counter()
@@ -198,13 +203,13 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                     done = it + 1
                     save = done % checkpoint_every == 0 or done == cfg.iters or stop["signal"]
                     evaluate = curve and (done % eval_every == 0 or done == cfg.iters)
+                    t0 = time.perf_counter()
                     if workers and (save or evaluate):
                         workers.copy_state_to(model, optimizer)    # the weights live there
                     if save:
-                        t0 = time.perf_counter()
                         log_file.flush()
                         save_checkpoint(ckpt_path, model, optimizer, done)
-                        train_seconds += time.perf_counter() - t0     # counted in the next record
+                    train_seconds += time.perf_counter() - t0   # copy and save: in the next record
                     if evaluate:
                         curve.add(model, eval_set, class_names, done, train_seconds)
                     if stop["signal"]:

@@ -1,6 +1,7 @@
 """data_parallel.py: the processes train what the in-process reference computes, a run with
 processes resumes exactly after a checkpoint or Ctrl-C, a failing process is an error (not a
 hang), and the number of processes the command line chooses."""
+import multiprocessing
 import os
 import signal
 
@@ -34,7 +35,9 @@ def losses(run_dir):
 
 
 @pytest.mark.parametrize("images, processes", [(2, 2), (4, 2)])
-def test_processes_train_what_the_reference_computes(tmp_path, data, images, processes):
+def test_processes_train_what_the_in_process_reference_computes(tmp_path, data, images, processes):
+    """The processes, the shared buffer and the barriers compute what reference_step computes
+    in one process (the same share functions): the plumbing. The maths is the next test's."""
     cfg = tiny_config(images_per_batch=images)
     model = train(cfg, data, str(tmp_path), processes=processes, **QUIET)
     reference = FasterRCNN(cfg)                               # the same seeded start
@@ -128,6 +131,43 @@ def test_a_failing_process_is_an_error_naming_it(tmp_path, data):
     with pytest.raises(RuntimeError, match="data-parallel training: process [01] failed"):
         train(tiny_config(), broken, str(tmp_path), processes=2, **QUIET)
     assert not os.path.exists(tmp_path / ".lock")               # the folder is free again
+
+
+def test_the_failing_process_is_the_one_named(tmp_path, data):
+    """Only process 1's image is broken: process 0 then sees the barrier break, and the error
+    names process 1 with its own traceback."""
+    cfg = tiny_config()
+    second = batch_indices(len(data), cfg.images_per_batch, 0, cfg.seed)[1]   # process 1's image
+    broken = [dict(s, image=None) if i == second else s for i, s in enumerate(data)]
+    with pytest.raises(RuntimeError, match="process 1 failed") as e:
+        train(cfg, broken, str(tmp_path), processes=2, **QUIET)
+    assert "BrokenBarrierError" not in str(e.value)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_killed_process_is_an_error_not_a_wait(data):
+    cfg = tiny_config()
+    model = FasterRCNN(cfg)
+    workers = DataParallel(model, make_optimizer(model.parameters(), cfg), data, cfg, 2)
+    try:
+        workers.step(0)
+        os.kill(workers.workers[0].pid, signal.SIGTERM)      # ignored: the main process decides
+        os.kill(workers.workers[0].pid, signal.SIGINT)
+        workers.step(1)
+        os.kill(workers.workers[1].pid, signal.SIGKILL)      # the out-of-memory killer, say
+        with pytest.raises(RuntimeError, match="process 1 failed:\nit ended unexpectedly "
+                                               "\\(killed by signal 9\\)"):
+            workers.step(2)
+    finally:
+        workers.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_frozen_parameters_are_refused_with_processes(tmp_path, data):
+    model = FasterRCNN(tiny_config())
+    model.backbone.freeze()
+    with pytest.raises(ValueError, match="frozen parameters"):
+        train(tiny_config(), data, str(tmp_path), model=model, processes=2, **QUIET)
 
 
 def test_processes_need_joint_training_on_the_cpu(tmp_path, data):
