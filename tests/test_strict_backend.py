@@ -448,7 +448,7 @@ def test_a_training_step_waits_for_the_device_only_where_the_algorithm_needs_it(
                "boxes.encode": 2,                        # 1 size check per call, 1 per image
                "losses._check_logits_labels": 2,         # label range, RPN and head
                "roi_pool.check_feat_rois": 1,            # RoI coordinates finite and in range
-               "train.train_step": 5}                    # float(loss) for the log
+               "train.batch_forward": 5}                 # float(loss) for the log
     for it in range(3):
         with strict.count_device_ops() as counts:
             train_step(model, opt, data, cfg, it)
