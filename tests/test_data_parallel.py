@@ -145,6 +145,23 @@ def test_the_failing_process_is_the_one_named(tmp_path, data):
     assert multiprocessing.active_children() == []
 
 
+def test_every_process_holds_the_same_weights_bit_for_bit(data):
+    """The docstring's claim: the same mean gradient and the same optimiser step on the same
+    weights keep the P copies equal; copy_state_to reads process 0 only, so compare them all."""
+    cfg = tiny_config()
+    model = FasterRCNN(cfg)
+    with DataParallel(model, make_optimizer(model.parameters(), cfg), data, cfg, 2) as workers:
+        for it in range(3):
+            workers.step(it)
+        states = []
+        for rank, conn in enumerate(workers.conns):
+            conn.send(("state",))
+            states.append(workers._receive(rank, "state")[1])
+    assert states[0].keys() == states[1].keys()
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(np.array_equal(states[0][k], model.state_dict()[k]) for k in states[0])
+
+
 def test_a_killed_process_is_an_error_not_a_wait(data):
     cfg = tiny_config()
     model = FasterRCNN(cfg)
