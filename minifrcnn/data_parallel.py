@@ -5,7 +5,7 @@
                  (normalised by the whole batch's counts), backward -> its loss terms and
                  its gradient g_r of every parameter
       all-reduce: every process writes g_r into row r of one shared buffer (P, n), waits for the
-                 others, and reads back the mean  g = (g_0 + ... + g_{P-1}) / P
+                 others, and reads back the sum; the mean  g = (g_0 + ... + g_{P-1}) / P
       every process: the same optimiser step with the same g on the same weights, so the P
                  copies of the model stay equal, bit for bit
 
@@ -82,16 +82,16 @@ def images_of_process(indices, rank, processes):
     return indices[rank::processes]
 
 
-def all_reduce_mean(buffer, rank, values, barrier):
+def all_reduce_sum(buffer, rank, values, barrier):
     """Write `values` (n,) into row `rank` of the shared buffer (P, n), wait until every
-    process has written its row, and return the mean over the rows (n,), the same array in every
+    process has written its row, and return the sum over the rows (n,), the same array in every
     process (numpy sums the rows in the same order everywhere). A second wait keeps any process
     from writing its next row before every process has read this one."""
     buffer[rank] = values
     barrier.wait()
-    mean = buffer.sum(axis=0) / buffer.shape[0]                        # (n,)
+    total = buffer.sum(axis=0)                                         # (n,)
     barrier.wait()
-    return mean
+    return total
 
 
 def flat_gradients(params):
@@ -120,9 +120,9 @@ def parallel_step(model, optimizer, dataset, cfg, it, rank, processes, buffers, 
     optimizer.set_lr(lr_for(cfg, it))
     step = JointTraining(model)
     terms, rois = share_forward(step, dataset, cfg, it, indices, rank, processes)
-    batch_rois = int(round(all_reduce_mean(counts, rank, [rois], barrier)[0] * processes))
+    batch_rois = int(all_reduce_sum(counts, rank, [rois], barrier)[0])
     row = share_backward(step, terms, head_factor(rois, batch_rois, processes))  # (5 + n,)
-    return apply_mean(model, optimizer, all_reduce_mean(rows, rank, row, barrier))
+    return apply_mean(model, optimizer, all_reduce_sum(rows, rank, row, barrier) / processes)
 
 
 def reference_step(model, optimizer, dataset, cfg, it, processes):
