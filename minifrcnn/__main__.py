@@ -463,7 +463,8 @@ def build_parser():
                                     "pretrain"])
     s.add_argument("--out", default="runs/experiments", help="folder for the tables and plots")
     s.add_argument("--seeds", type=positive_int, default=2)
-    s.add_argument("--iters", type=positive_int, default=2000, help="training iterations per run")
+    s.add_argument("--iters", type=positive_int,
+                   help="training iterations per run (default: the small preset's, 3000)")
     s.add_argument("--train-images", type=positive_int, default=1000)
     s.add_argument("--test-images", type=positive_int, default=200)
     s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")

@@ -6,7 +6,8 @@
     python -m minifrcnn experiment proposals   # 50/100/300/1000 test proposals, NMS or not (Table 2)
     python -m minifrcnn experiment sharing     # shared vs unshared conv features
     python -m minifrcnn experiment pretrain    # backbone from scratch vs pre-trained on crops
-    ... --seeds 2 --iters 2000 --out runs/experiments     (--quick: 1 seed, 150 iterations)
+    ... --seeds 2 --iters 3000 --out runs/experiments     (--quick: 1 seed, 150 iterations)
+        (--iters: by default the small preset's schedule, Config.small().iters = 3000)
     ... --jobs 2      the seeds in 2 processes at once (the default on a CPU: min(seeds, cores))
 
 Each writes <out>/<name>.md (a markdown table: mean and standard deviation over seeds),
@@ -22,7 +23,7 @@ import time
 import numpy as np
 
 from ..backend import one_blas_thread_in_new_processes, to_device
-from ..config import config_for_data
+from ..config import Config, config_for_data
 from ..data import shapes
 from ..data.transforms import prepare_batch
 from ..evaluate import evaluate_detections
@@ -90,7 +91,7 @@ def _variants(name):
     raise ValueError(f"experiment {name!r}: expected one of {', '.join(NAMES)}")
 
 
-def run_experiment(name, out_dir, seeds=2, iters=2000, train_images=1000, test_images=200,
+def run_experiment(name, out_dir, seeds=2, iters=None, train_images=1000, test_images=200,
                    device="cpu", log=print, jobs=1, config_changes=None):
     """Run every variant of experiment `name` for each seed; write and return the results.
 
@@ -98,8 +99,12 @@ def run_experiment(name, out_dir, seeds=2, iters=2000, train_images=1000, test_i
     (on 2 CPU cores two single-threaded trainings do about 1.5 times the work of one training
     with two threads: most of a step is too small to keep two threads busy). A run is the same
     function of its seed either way, given the BLAS thread count.
+    iters: training iterations per detector; None: the small preset's schedule
+    (Config.small().iters, the command line's default training), where the joint detector has
+    converged.
     config_changes: Config fields changed in every variant (the tests train a tiny model).
     """
+    iters = Config.small().iters if iters is None else iters
     variants = _variants(name)                                  # a ValueError for a bad name, now
     os.makedirs(out_dir, exist_ok=True)
     settings = {"experiment": name, "seeds": seeds, "iters": iters, "train_images": train_images,
