@@ -40,11 +40,13 @@ main process stops the run as train() always does, after the iteration, with a c
             terms = workers.step(it)                # {"rpn_cls": ..., "total": ...}
         workers.copy_state_to(model, optimizer)
 """
+import contextlib
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import traceback
 
 import numpy as np
@@ -52,7 +54,7 @@ import numpy as np
 from .backend import keep_freed_memory, one_blas_thread_in_new_processes
 from .joint_training import JointTraining
 from .optim import lr_for, make_optimizer
-from .train import LOSS_TERMS, batch_forward, batch_indices
+from .train import LOSS_TERMS, STOP_SIGNALS, batch_forward, batch_indices
 
 
 def usable_cores():
@@ -194,13 +196,32 @@ def apply_mean(model, optimizer, mean):
     return terms
 
 
+@contextlib.contextmanager
+def stop_signals_ignored():
+    """Within the `with`, this process ignores Ctrl-C (SIGINT) and SIGTERM, and so do the
+    processes it starts (an ignored signal stays ignored in a new program). The worker
+    processes are started in it: the main process handles both signals (it finishes the
+    iteration and saves; a terminal and kill send them to the whole process group), so a
+    worker must ignore them from its first instruction, while it still imports the package.
+    Python sets signal handlers in the main thread only: elsewhere nothing changes (and the
+    workers ignore the signals once they have imported the package, _worker)."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _worker(rank, processes, shared, barrier, conn):
     """One training process: it says hello, receives the config, the data, the weights and
     the optimiser state, builds its copies, then serves the main process's requests
     ("step", it), ("state",) and ("stop",)."""
     from .model import FasterRCNN
-    for stop in (signal.SIGINT, signal.SIGTERM):        # the main process handles Ctrl-C and
-        signal.signal(stop, signal.SIG_IGN)              # SIGTERM (sent to the whole group)
+    for stop in STOP_SIGNALS:        # ignored already when started by stop_signals_ignored in a
+        signal.signal(stop, signal.SIG_IGN)      # main thread; from here on in any case
     keep_freed_memory()                                  # as the command line does
     try:
         conn.send(("hello",))
@@ -223,10 +244,10 @@ def _worker(rank, processes, shared, barrier, conn):
                 return
     except EOFError:                                     # the main process is gone
         return
-    except BaseException:
+    except BaseException as e:
         barrier.abort()                                  # the others must not wait for this one
-        try:
-            conn.send(("error", traceback.format_exc()))
+        try:                     # a BrokenBarrierError: only saw another process fail first
+            conn.send(("error", traceback.format_exc(), isinstance(e, threading.BrokenBarrierError)))
         except OSError:
             pass
 
@@ -247,7 +268,7 @@ class DataParallel:
         barrier = self.barrier = context.Barrier(processes)
         setup = (cfg, model.dtype, dataset, model.state_dict(), optimizer.state_dict())
         self.conns, self.workers = [], []
-        with one_blas_thread_in_new_processes():
+        with one_blas_thread_in_new_processes(), stop_signals_ignored():
             for rank in range(processes):
                 ours, theirs = context.Pipe()
                 worker = context.Process(target=_worker, args=(rank, processes, shared, barrier, theirs),
@@ -280,7 +301,7 @@ class DataParallel:
         replies = [self._reply(rank) for rank in range(len(self.conns))]
         errors = [r for r in replies if r[0] == "error"]
         if errors:       # the process that failed first, not one that only saw the barrier break
-            first = [e for e in errors if "BrokenBarrierError" not in e[2]] or errors
+            first = [e for e in errors if not e[3]] or errors
             raise RuntimeError(f"data-parallel training: process {first[0][1]} failed:\n"
                                f"{first[0][2]}")
         return replies[0][1]                             # every process returns the same mean
@@ -313,7 +334,8 @@ class DataParallel:
         self.close()
 
     def _reply(self, rank):
-        """Process `rank`'s next message; ("error", rank, text) if it failed or ended."""
+        """Process `rank`'s next message; ("error", rank, text, only_saw_another_fail) if it
+        failed or ended."""
         conn, worker = self.conns[rank], self.workers[rank]
         # wait for its message, or for the end of any process: one that died (killed, out of
         # memory) never reaches the barrier, so break it and the others reply with an error
@@ -331,8 +353,8 @@ class DataParallel:
             how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             return ("error", rank, f"it ended unexpectedly ({how}); if its error above comes from "
                     "your own script: a script that trains with processes > 1 must call train() "
-                    "under `if __name__ == \"__main__\":`")
-        return ("error", rank, message[1]) if message[0] == "error" else message
+                    "under `if __name__ == \"__main__\":`", False)
+        return ("error", rank, *message[1:]) if message[0] == "error" else message
 
     def _receive(self, rank, expected):
         message = self._reply(rank)

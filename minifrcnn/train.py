@@ -184,7 +184,6 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                 for it in bar:
                     t0 = time.perf_counter()
                     if workers:
-                        optimizer.set_lr(lr_for(cfg, it))     # the workers' lr, for the log
                         terms = workers.step(it)
                     else:
                         terms = train_step(model, optimizer, dataset, cfg, it, parts, proposer)
@@ -195,7 +194,7 @@ def train(cfg, dataset, out_dir, device="cpu", resume=False, checkpoint_every=25
                             f"good checkpoint is {ckpt_path}" + (
                                 "" if os.path.exists(ckpt_path) else " (none written yet)"))
                     train_seconds += time.perf_counter() - t0
-                    record = {"iter": it, "lr": optimizer.lr, **terms, "time": time.time(),
+                    record = {"iter": it, "lr": lr_for(cfg, it), **terms, "time": time.time(),
                               "train_seconds": round(train_seconds, 3)}
                     log_file.write(json.dumps(record) + "\n")
                     if hasattr(bar, "set_postfix"):

@@ -1,6 +1,7 @@
 """data_parallel.py: the processes train what the in-process reference computes, a run with
 processes resumes exactly after a checkpoint or Ctrl-C, a failing process is an error (not a
 hang), and the number of processes the command line chooses."""
+import math
 import multiprocessing
 import os
 import signal
@@ -177,6 +178,26 @@ def test_a_killed_process_is_an_error_not_a_wait(data):
             workers.step(2)
     finally:
         workers.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_ctrl_c_while_the_processes_start_is_ignored_by_them(data, monkeypatch):
+    """Ctrl-C reaches the whole process group, the workers too, possibly while they still
+    import the package: they ignore it from their first instruction (the main process stops
+    the run), so it neither kills them nor prints their tracebacks."""
+    context = multiprocessing.get_context("spawn")
+    real_start = context.Process.start
+
+    def start_then_ctrl_c(self):
+        real_start(self)
+        os.kill(self.pid, signal.SIGINT)                # before it has imported anything
+
+    monkeypatch.setattr(context.Process, "start", start_then_ctrl_c)
+    cfg = tiny_config()
+    model = FasterRCNN(cfg)
+    with DataParallel(model, make_optimizer(model.parameters(), cfg), data, cfg, 2) as workers:
+        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN   # ours is back
+        assert math.isfinite(workers.step(0)["total"])
     assert multiprocessing.active_children() == []
 
 
