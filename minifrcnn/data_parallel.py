@@ -201,7 +201,7 @@ def stop_signals_ignored():
     """Within the `with`, this process ignores Ctrl-C (SIGINT) and SIGTERM, and so do the
     processes it starts (an ignored signal stays ignored in a new program). The worker
     processes are started in it: the main process handles both signals (it finishes the
-    iteration and saves; a terminal and kill send them to the whole process group), so a
+    iteration and saves; a terminal's Ctrl-C reaches the whole process group), so a
     worker must ignore them from its first instruction, while it still imports the package.
     Python sets signal handlers in the main thread only: elsewhere nothing changes (and the
     workers ignore the signals once they have imported the package, _worker)."""

@@ -34,7 +34,7 @@ from minifrcnn.optim import make_optimizer  # noqa: E402
 from minifrcnn.train import train_step  # noqa: E402
 
 
-def test_map(model, test, class_names):
+def map_on(model, test, class_names):
     """mAP@0.5 (all-point) of model on the samples `test`."""
     return evaluate_detections(predict_dataset(model, test), ground_truths(test), class_names,
                                method="area")["map"]
@@ -100,11 +100,11 @@ def main():
         done = it + 1
         if done % args.every == 0 or done == cfg.iters:
             row = {"iter": done, "train_seconds": round(train_seconds, 2),
-                   "weights": round(test_map(model, test, class_names), 4)}
+                   "weights": round(map_on(model, test, class_names), 4)}
             for d, average in averages.items():
                 for s, a in zip(shadow_params, average):
                     s.data[...] = a
-                row[f"ema_{d}"] = round(test_map(shadow, test, class_names), 4)
+                row[f"ema_{d}"] = round(map_on(shadow, test, class_names), 4)
             rows.append(row)
             print(row, flush=True)
             with open(os.path.join(args.out, "ema_curve.csv"), "w", newline="") as f:
