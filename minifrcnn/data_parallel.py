@@ -40,7 +40,6 @@ main process stops the run as train() always does, after the iteration, with a c
             terms = workers.step(it)                # {"rpn_cls": ..., "total": ...}
         workers.copy_state_to(model, optimizer)
 """
-import contextlib
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -54,7 +53,7 @@ import numpy as np
 from .backend import keep_freed_memory, one_blas_thread_in_new_processes
 from .joint_training import JointTraining
 from .optim import lr_for, make_optimizer
-from .train import LOSS_TERMS, STOP_SIGNALS, batch_forward, batch_indices
+from .train import LOSS_TERMS, STOP_SIGNALS, batch_forward, batch_indices, stop_signals_handled_by
 
 
 def usable_cores():
@@ -196,32 +195,13 @@ def apply_mean(model, optimizer, mean):
     return terms
 
 
-@contextlib.contextmanager
-def stop_signals_ignored():
-    """Within the `with`, this process ignores Ctrl-C (SIGINT) and SIGTERM, and so do the
-    processes it starts (an ignored signal stays ignored in a new program). The worker
-    processes are started in it: the main process handles both signals (it finishes the
-    iteration and saves; a terminal's Ctrl-C reaches the whole process group), so a
-    worker must ignore them from its first instruction, while it still imports the package.
-    Python sets signal handlers in the main thread only: elsewhere nothing changes (and the
-    workers ignore the signals once they have imported the package, _worker)."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _worker(rank, processes, shared, barrier, conn):
     """One training process: it says hello, receives the config, the data, the weights and
     the optimiser state, builds its copies, then serves the main process's requests
     ("step", it), ("state",) and ("stop",)."""
     from .model import FasterRCNN
-    for stop in STOP_SIGNALS:        # ignored already when started by stop_signals_ignored in a
-        signal.signal(stop, signal.SIG_IGN)      # main thread; from here on in any case
+    for stop in STOP_SIGNALS:        # ignored already if started from a main thread (below);
+        signal.signal(stop, signal.SIG_IGN)      # from here on in any case
     keep_freed_memory()                                  # as the command line does
     try:
         conn.send(("hello",))
@@ -268,7 +248,11 @@ class DataParallel:
         barrier = self.barrier = context.Barrier(processes)
         setup = (cfg, model.dtype, dataset, model.state_dict(), optimizer.state_dict())
         self.conns, self.workers = [], []
-        with one_blas_thread_in_new_processes(), stop_signals_ignored():
+        # The main process handles Ctrl-C and SIGTERM (it finishes the iteration and saves;
+        # a terminal's Ctrl-C reaches the whole process group): a worker ignores them from its
+        # first instruction, while it still imports the package, because it is started while
+        # this process ignores them (an ignored signal stays ignored in a new program).
+        with one_blas_thread_in_new_processes(), stop_signals_handled_by(signal.SIG_IGN):
             for rank in range(processes):
                 ours, theirs = context.Pipe()
                 worker = context.Process(target=_worker, args=(rank, processes, shared, barrier, theirs),

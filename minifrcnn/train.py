@@ -234,7 +234,6 @@ def stop_requests():
     """Within the `with`, Ctrl-C (SIGINT) and SIGTERM do not stop the program at once: the
     signal's number is put in the yielded dict's "signal", so that the training loop can finish
     its iteration and save first. The previous handlers come back when the `with` ends.
-    Python delivers signals to the main thread only, so elsewhere nothing is installed.
 
         with stop_requests() as stop:
             for it in ...:
@@ -246,15 +245,25 @@ def stop_requests():
     def note(signum, frame):
         stop["signal"] = signum
 
+    with stop_signals_handled_by(note):
+        yield stop
+
+
+@contextlib.contextmanager
+def stop_signals_handled_by(handler):
+    """Within the `with`, Ctrl-C (SIGINT) and SIGTERM (STOP_SIGNALS) go to handler: a function
+    (signum, frame), or signal.SIG_IGN to ignore them. The previous handlers come back when the
+    `with` ends. Python delivers signals to the main thread only and sets handlers there only,
+    so elsewhere nothing is installed."""
     previous = {}
     if _in_main_thread():
-        previous = {s: signal.signal(s, note) for s in STOP_SIGNALS}
+        previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
-        yield stop
+        yield
     finally:
-        for s, handler in previous.items():
-            if handler is not None:            # None: a handler not set from Python
-                signal.signal(s, handler)
+        for s, earlier in previous.items():
+            if earlier is not None:            # None: a handler not set from Python
+                signal.signal(s, earlier)
 
 
 class MapCurve:
