@@ -20,6 +20,7 @@ import sys
 import time
 
 from .backend import DeviceError, resolve_device
+from .config import ITERS_FROM_PRETRAINED, Config
 from .data.voc import MissingSplit
 from .train import TrainingDiverged
 
@@ -203,8 +204,11 @@ def _train_in_locked_folder(args, device):
         raise ValueError(f"training split of {args.data_dir or args.dataset} is empty")
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
                           max_size=args.max_size, flip=not args.no_flip)
+    start_weights = backbone_start(args.backbone_weights, cfg)     # a file, or None: random
     if args.iters is not None:
         cfg = cfg.with_iters(args.iters)        # the lr step moves with it, to 80%
+    elif start_weights is not None:
+        cfg = cfg.with_iters(ITERS_FROM_PRETRAINED)
     for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
         if value is not None and value < cfg.feat_stride:
             raise ValueError(f"{flag} {value}: at least {cfg.feat_stride} px (the backbone's "
@@ -214,6 +218,12 @@ def _train_in_locked_folder(args, device):
                          f"({cfg.image_min_size} px, --min-size or the data's)")
     check_images(samples, cfg)        # every image of every split the run uses is readable and
     check_images(test_set or (), cfg)     # big enough for the backbone, before any training
+    start_model = None                          # a FasterRCNN whose backbone is loaded
+    if start_weights:
+        from .backbones import load_backbone_weights
+        from .model import FasterRCNN
+        start_model = FasterRCNN(cfg)
+        load_backbone_weights(start_model.backbone, start_weights)
     if args.overwrite and not args.resume:             # start again: the old run's files go
         for f in RUN_FILES:
             if os.path.exists(os.path.join(args.out, f)):
@@ -226,16 +236,12 @@ def _train_in_locked_folder(args, device):
                 f"4-step alternating training ({'/'.join(map(str, args.step_iters)) if args.step_iters else f'{cfg.iters} iterations split 2:1:2:1'})")
     print(f"training on {len(samples)} {source}, {cfg.num_classes} classes, "
           f"{schedule} of {cfg.images_per_batch} images, device {device}"
-          + (f", {processes} processes (data-parallel)" if processes > 1 else ""))
+          + (f", {processes} processes (data-parallel)" if processes > 1 else "")
+          + (f"; backbone from {os.path.relpath(start_weights)}" if start_weights else
+             "; every weight random (from scratch)"))
     for f in EVAL_FILES:          # they evaluated the model that this training replaces
         if os.path.exists(os.path.join(args.out, f)):
             os.remove(os.path.join(args.out, f))
-    start_model = None
-    if args.backbone_weights:
-        from .backbones import load_backbone_weights
-        from .model import FasterRCNN
-        start_model = FasterRCNN(cfg)
-        load_backbone_weights(start_model.backbone, args.backbone_weights)
     test_samples = read_samples(test_set) if args.eval_every else None   # read once, used twice
     t0 = time.time()
     if args.scheme == "alternating":
@@ -261,6 +267,17 @@ def _train_in_locked_folder(args, device):
         return
     _evaluate_and_print(model, test_samples or read_samples(test_set), class_names,
                         os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
+
+
+def backbone_start(flag, cfg):
+    """--backbone-weights: the npz file the backbone starts from, or None for random weights.
+
+    Not given: the preset's shipped pre-trained backbone (backbones.PRETRAINED), which plays
+    the paper's ImageNet start; "none": random weights, training from scratch."""
+    from .backbones import PRETRAINED
+    if flag is None:
+        return PRETRAINED.get(cfg.backbone)
+    return None if flag.lower() == "none" else flag
 
 
 def _training_processes(args, cfg, device):
@@ -419,7 +436,9 @@ def build_parser():
                                          "ImageSets/Main/trainval.txt, else train")
     s.add_argument("--test-split", help="default: test")
     s.add_argument("--out", required=True, help="run folder: checkpoints, logs, model.npz")
-    s.add_argument("--iters", type=positive_int, help="iterations (default: the config's)")
+    s.add_argument("--iters", type=positive_int,
+                   help=f"iterations (default: {ITERS_FROM_PRETRAINED} from a pre-trained backbone, "
+                        f"{Config.small().iters} from scratch)")
     s.add_argument("--device", choices=["cpu", "cuda"], help="default: $MINIFRCNN_DEVICE or cpu")
     s.add_argument("--scheme", choices=["joint", "alternating"], default="joint",
                    help="approximate joint training, or the paper's 4-step alternating training")
@@ -432,7 +451,9 @@ def build_parser():
     s.add_argument("--no-flip", action="store_true",
                    help="no random horizontal flips while training: for objects whose mirror "
                         "image is another thing (digits, letters, arrows)")
-    s.add_argument("--backbone-weights", help="start the backbone from this npz (see pretrain)")
+    s.add_argument("--backbone-weights", metavar="NPZ",
+                   help="start the backbone from this npz (see pretrain); default: the shipped "
+                        "pre-trained data/small4_backbone.npz; none: random weights (from scratch)")
     s.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.npz")
     s.add_argument("--overwrite", action="store_true",
                    help="start again in an --out folder that holds an earlier run (its files go)")

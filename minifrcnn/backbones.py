@@ -13,8 +13,12 @@ between each conv and its ReLU when config.backbone_norm is "group"):
     "tiny"   "small4" with 4-8 channels, for gradient checks and quick demonstrations
 
 The paper starts from ImageNet weights; we cannot download any, so these start from He
-initialisation. A user's own weights load from an npz file whose keys are the parameter names
-of the Sequential (``python -c "from minifrcnn.backbones import *; print(parameter_names('zf'))"``).
+initialisation. In their place "small4" ships pre-trained (PRETRAINED: data/small4_backbone.npz,
+a classifier of the patterned patches of scripts/make_patterns_voc.py, a third synthetic set,
+neither shapes nor digits; data/README.md says how it was made), and the command line's `train`
+starts from it unless told `--backbone-weights none`. A user's own weights load from an npz
+file whose keys are the parameter names of the Sequential
+(``python -c "from minifrcnn.backbones import *; print(parameter_names('zf'))"``).
 
 Differences from the paper, kept small on purpose: ZF's max-pools here have no padding (our
 max_pool2d has none) and ZF's local response normalisation layers are left out.
@@ -33,6 +37,8 @@ group of channels but not the differences within a group, so it is not quite red
 build a conv that a normalisation follows without a bias; we keep it, so that norm="group"
 only adds layers and changes nothing else.
 """
+import os
+
 import numpy as np
 
 from .layers import Conv2d, GroupNorm, MaxPool2d, ReLU, Sequential
@@ -55,6 +61,10 @@ BACKBONES = {
                                        (512, 3, 1, 1), (512, 3, 1, 1), (512, 3, 1, 1), "M",
                                        (512, 3, 1, 1), (512, 3, 1, 1), (512, 3, 1, 1)]},
 }
+
+# The backbones that ship pre-trained, by name: the file in the repository's data/ folder.
+PRETRAINED = {"small4": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "data", "small4_backbone.npz")}
 
 
 def backbone_stride(name):

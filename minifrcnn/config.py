@@ -6,7 +6,9 @@ Where the paper is silent the value is py-faster-rcnn's (docs/DESIGN.md lists th
 (backbone, stride, anchor sizes, image size) and what makes a detector trained from scratch
 learn in minutes (optimiser, jittered ground-truth RoIs, iterations; docs/time-to-accuracy), and
 `config_for_data(samples, class_names)` sizes that preset to a data set: the config the
-command line trains with.
+command line trains with. Its iterations, 3000, are for random weights (the library's
+default start); the command line starts the backbone pre-trained (backbones.PRETRAINED) and
+then trains ITERS_FROM_PRETRAINED (1500), as the paper starts from ImageNet.
 
     >>> from minifrcnn.config import Config
     >>> cfg = Config.small(num_classes=4)
@@ -18,6 +20,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 LR_STEP_AT = 0.8          # the learning rate steps down after this fraction of the iterations
+ITERS_FROM_PRETRAINED = 1500   # the small preset's schedule from a pre-trained backbone (the
+                               # command line's default start); from random weights: .iters, 3000
 REMOVED_FIELDS = ("extra",)   # fields older checkpoints may hold; read and ignored
 
 

@@ -514,3 +514,43 @@ def test_split_and_class_files_saved_with_a_byte_order_mark_are_read(capsys, tmp
         open(path, "w", encoding="utf-8-sig").write(text)
     code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "run"), *TRAIN)
     assert code == 0, err
+
+
+def test_train_starts_from_the_shipped_backbone_unless_told_none(capsys, tmp_path, monkeypatch):
+    """The command's default detector starts its backbone from data/small4_backbone.npz (the
+    paper's ImageNet start, in miniature) and trains ITERS_FROM_PRETRAINED iterations;
+    --backbone-weights none starts every weight at random and trains the preset's 3000."""
+    from minifrcnn import train as train_module
+    from minifrcnn.backbones import PRETRAINED
+    from minifrcnn.config import ITERS_FROM_PRETRAINED, LR_STEP_AT
+    from minifrcnn.npz import read_npz
+    shipped = read_npz(PRETRAINED["small4"], "backbone weights")
+    seen = {}
+
+    def fake_train(cfg, samples, out_dir, model=None, **kwargs):     # records, trains nothing
+        seen["cfg"], seen["model"] = cfg, model
+        return model if model is not None else FasterRCNN(cfg)
+    monkeypatch.setattr(train_module, "train", fake_train)
+    root = voc_folder(tmp_path / "voc")
+    code, out, err = run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "a"),
+                         "--no-eval", "--no-progress")
+    assert code == 0, err
+    assert seen["cfg"].iters == ITERS_FROM_PRETRAINED
+    assert seen["cfg"].lr_steps == (int(ITERS_FROM_PRETRAINED * LR_STEP_AT),)
+    state = seen["model"].backbone.state_dict()
+    assert set(state) == set(shipped)
+    assert all(np.array_equal(state[k], shipped[k]) for k in shipped)
+    assert "small4_backbone.npz" in out
+    code, out, err = run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "b"),
+                         "--no-eval", "--no-progress", "--backbone-weights", "none")
+    assert code == 0, err
+    assert seen["model"] is None and seen["cfg"].iters == Config.small().iters == 3000
+    assert "from scratch" in out
+    # --iters wins over both defaults
+    run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "c"), "--no-eval",
+        "--no-progress", "--iters", "7")
+    assert seen["cfg"].iters == 7 and seen["model"] is not None
+    # a missing shipped file is one line naming it
+    monkeypatch.setitem(PRETRAINED, "small4", str(tmp_path / "gone.npz"))
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "d"),
+                        "--no-eval", "--no-progress")[::2], "gone.npz")
