@@ -7,7 +7,7 @@
     python -m minifrcnn experiment sharing     # shared vs unshared conv features
     python -m minifrcnn experiment pretrain    # backbone from scratch vs pre-trained on crops
     ... --seeds 2 --iters 3000 --out runs/experiments     (--quick: 1 seed, 150 iterations)
-        (--iters: by default the small preset's schedule, Config.small().iters = 3000)
+        (--iters: by default the small preset's schedule from random weights, Config.small().iters = 3000)
     ... --jobs 2      the seeds in 2 processes at once (the default on a CPU: min(seeds, cores))
 
 Each writes <out>/<name>.md (a markdown table: mean and standard deviation over seeds),
@@ -100,8 +100,8 @@ def run_experiment(name, out_dir, seeds=2, iters=None, train_images=1000, test_i
     with two threads: most of a step is too small to keep two threads busy). A run is the same
     function of its seed either way, given the BLAS thread count.
     iters: training iterations per detector; None: the small preset's schedule
-    (Config.small().iters, the command line's default training), where the joint detector has
-    converged.
+    (Config.small().iters: 3000 iterations from random weights, the start every experiment
+    uses), where the joint detector has converged.
     config_changes: Config fields changed in every variant (the tests train a tiny model).
     """
     iters = Config.small().iters if iters is None else iters
