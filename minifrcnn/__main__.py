@@ -219,7 +219,7 @@ def _train_in_locked_folder(args, device):
     check_images(samples, cfg)        # every image of every split the run uses is readable and
     check_images(test_set or (), cfg)     # big enough for the backbone, before any training
     start_model = None                          # a FasterRCNN whose backbone is loaded
-    if start_weights:
+    if start_weights:                           # (a resume then loads its checkpoint over it)
         from .backbones import load_backbone_weights
         from .model import FasterRCNN
         start_model = FasterRCNN(cfg)
@@ -237,7 +237,8 @@ def _train_in_locked_folder(args, device):
     print(f"training on {len(samples)} {source}, {cfg.num_classes} classes, "
           f"{schedule} of {cfg.images_per_batch} images, device {device}"
           + (f", {processes} processes (data-parallel)" if processes > 1 else "")
-          + (f"; backbone from {os.path.relpath(start_weights)}" if start_weights else
+          + ("; resuming from the run's checkpoint" if args.resume else
+             f"; backbone from {os.path.relpath(start_weights)}" if start_weights else
              "; every weight random (from scratch)"))
     for f in EVAL_FILES:          # they evaluated the model that this training replaces
         if os.path.exists(os.path.join(args.out, f)):
@@ -276,7 +277,12 @@ def backbone_start(flag, cfg):
     the paper's ImageNet start; "none": random weights, training from scratch."""
     from .backbones import PRETRAINED
     if flag is None:
-        return PRETRAINED.get(cfg.backbone)
+        shipped = PRETRAINED.get(cfg.backbone)
+        if shipped is not None and not os.path.exists(shipped):
+            raise ValueError(f"--backbone-weights: the shipped pre-trained backbone {shipped} is "
+                             "missing (it comes with the repository's data/ folder); give "
+                             "--backbone-weights none to train from random weights")
+        return shipped
     return None if flag.lower() == "none" else flag
 
 

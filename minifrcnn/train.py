@@ -117,7 +117,8 @@ def load_checkpoint(path, model, optimizer):
         raise ValueError(f"checkpoint {path}: not a minifrcnn training checkpoint")
     differ = config_differences(config_from_checkpoint(f, path), model.cfg, ignore=("iters",))
     if differ:
-        raise CheckpointMismatch(f"checkpoint {path} was made with another config ({differ})")
+        raise CheckpointMismatch(f"checkpoint {path} was made with another config ({differ}); "
+                                 "resume with the flags the run was started with")
     model.load_state_dict(weights_in_checkpoint(f))
     optimizer.load_state_dict({k[6:]: v for k, v in f.items() if k.startswith("optim/")})
     return int(f["iteration"])

@@ -553,4 +553,12 @@ def test_train_starts_from_the_shipped_backbone_unless_told_none(capsys, tmp_pat
     # a missing shipped file is one line naming it
     monkeypatch.setitem(PRETRAINED, "small4", str(tmp_path / "gone.npz"))
     one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "d"),
-                        "--no-eval", "--no-progress")[::2], "gone.npz")
+                        "--no-eval", "--no-progress")[::2], "gone.npz", "--backbone-weights none")
+    # resuming needs the flags the run started with: a run from random weights says so
+    monkeypatch.undo()                                             # the real train() from here
+    code, _, err = run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "e"),
+                       "--no-eval", "--no-progress", "--backbone-weights", "none", "--iters", "2")
+    assert code == 0, err
+    one_line_error(*run(capsys, "train", "--data-dir", root, "--out", str(tmp_path / "e"),
+                        "--no-eval", "--no-progress", "--resume")[::2],
+                   "lr_steps", "the flags the run was started with")
