@@ -45,7 +45,7 @@ MAX_HIDDEN = 0.4                     # a digit keeps >= 60% of its pixels visibl
 MIN_CONTRAST = 110.0                 # RGB distance between a glyph and the background under it
 
 
-def _background(rng, h, w):
+def background(rng, h, w):
     """(h, w, 3) float: a colour gradient, a few flat rectangles and thin lines."""
     c0, c1 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
     t = np.linspace(0, 1, w)[None, :, None] * rng.uniform(0, 1) + \
@@ -90,7 +90,7 @@ def _glyph_mask(rng, char, h, w):
 def make_image(rng):
     """One image: (image (h, w, 3) uint8, boxes (G, 4) float32, labels (G,) int64 in 1..10)."""
     h, w = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
-    image = _background(rng, h, w)
+    image = background(rng, h, w)
     masks, labels = [], []                   # every glyph drawn, digits and letters alike
     n_digits = int(rng.integers(1, MAX_OBJECTS + 1))
     n_letters = int(rng.integers(0, 3))
@@ -113,10 +113,6 @@ def make_image(rng):
             masks = [m & ~mask for m in masks] + [mask]       # later glyphs hide earlier ones
             labels.append(int(char) + 1 if char.isdigit() else 0)
             break
-    image = image + rng.normal(0, rng.uniform(2, 8), image.shape)
-    pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-    if rng.random() < 0.3:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
     boxes, kept = [], []
     for mask, label in zip(masks, labels):
         ys, xs = np.nonzero(mask)
@@ -124,12 +120,23 @@ def make_image(rng):
             continue                                          # a letter, or a sliver left
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         kept.append(label)
-    return (np.asarray(pil, dtype=np.uint8), np.array(boxes, dtype=np.float32).reshape(-1, 4),
+    return (noisy(rng, image), np.array(boxes, dtype=np.float32).reshape(-1, 4),
             np.array(kept, dtype=np.int64))
 
 
-def make_split(split, num_images, seed=0):
-    """num_images samples {"image", "boxes", "labels", "difficult", "id"} of one split."""
+def noisy(rng, image):
+    """(h, w, 3) float -> uint8: Gaussian noise of a random strength, and 30% of the time a
+    slight blur."""
+    image = image + rng.normal(0, rng.uniform(2, 8), image.shape)
+    pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def make_split(split, num_images, seed=0, make_image=make_image):
+    """num_images samples {"image", "boxes", "labels", "difficult", "id"} of one split, each
+    drawn by make_image(rng) -> (image, boxes, labels)."""
     samples = []
     for i in range(num_images):
         rng = np.random.default_rng([seed, zlib.crc32(split.encode()), i])
@@ -139,16 +146,22 @@ def make_split(split, num_images, seed=0):
     return samples
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def write_set(argv, description, class_names, make_image, train_images):
+    """The command line of a synthetic set's script: --out, --train-images, --test-images, --seed."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", required=True, help="the VOC folder to write")
-    p.add_argument("--train-images", type=int, default=500)
+    p.add_argument("--train-images", type=int, default=train_images)
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for split, n in (("train", args.train_images), ("test", args.test_images)):
-        write_voc(make_split(split, n, args.seed), args.out, split, class_names=CLASS_NAMES)
+        write_voc(make_split(split, n, args.seed, make_image), args.out, split,
+                  class_names=class_names)
     print(f"wrote {args.train_images} train and {args.test_images} test images to {args.out}")
+
+
+def main(argv=None):
+    write_set(argv, __doc__.split("\n")[0], CLASS_NAMES, make_image, train_images=500)
 
 
 if __name__ == "__main__":

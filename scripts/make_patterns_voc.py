@@ -24,17 +24,10 @@ data/README.md). It is of a third kind, so that shapes and the digits set
 
 Same seed, same bytes: image i of a split is drawn from default_rng([seed, crc32(split), i]).
 """
-import argparse
-import os
-import sys
-import zlib
-
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from minifrcnn.data.shapes import write_voc  # noqa: E402  (the repository's package)
-from make_digits_voc import MAX_HIDDEN, MIN_CONTRAST, _background  # noqa: E402  (same folder)
+from make_digits_voc import MAX_HIDDEN, MIN_CONTRAST, background, noisy, write_set  # same folder
 
 CLASS_NAMES = ("hstripes", "vstripes", "diagonal", "zigzag", "checker", "dots", "grid",
                "rings", "waves", "speckle")
@@ -121,7 +114,7 @@ def _far_colour(rng, other):
 def make_image(rng):
     """One image: (image (h, w, 3) uint8, boxes (G, 4) float32, labels (G,) int64 in 1..10)."""
     h, w = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
-    image = _background(rng, h, w)                                      # (h, w, 3) float
+    image = background(rng, h, w)                                      # (h, w, 3) float
     masks, labels = [], []
     for label in rng.integers(1, len(CLASS_NAMES) + 1, int(rng.integers(1, MAX_OBJECTS + 1))):
         for _ in range(20):                                             # a few tries to place it
@@ -137,10 +130,6 @@ def make_image(rng):
             masks = [m & ~mask for m in masks] + [mask]                 # later patches hide
             labels.append(int(label))
             break
-    image = image + rng.normal(0, rng.uniform(2, 8), image.shape)
-    pil = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-    if rng.random() < 0.3:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
     boxes, kept = [], []
     for mask, label in zip(masks, labels):
         ys, xs = np.nonzero(mask)
@@ -148,31 +137,12 @@ def make_image(rng):
             continue                                                    # a sliver left
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         kept.append(label)
-    return (np.asarray(pil, dtype=np.uint8), np.array(boxes, dtype=np.float32).reshape(-1, 4),
+    return (noisy(rng, image), np.array(boxes, dtype=np.float32).reshape(-1, 4),
             np.array(kept, dtype=np.int64))
 
 
-def make_split(split, num_images, seed=0):
-    """num_images samples {"image", "boxes", "labels", "difficult", "id"} of one split."""
-    samples = []
-    for i in range(num_images):
-        rng = np.random.default_rng([seed, zlib.crc32(split.encode()), i])
-        image, boxes, labels = make_image(rng)
-        samples.append({"image": image, "boxes": boxes, "labels": labels,
-                        "difficult": np.zeros(len(labels), dtype=bool), "id": f"{split}{i:05d}"})
-    return samples
-
-
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="the VOC folder to write")
-    p.add_argument("--train-images", type=int, default=1000)
-    p.add_argument("--test-images", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    for split, n in (("train", args.train_images), ("test", args.test_images)):
-        write_voc(make_split(split, n, args.seed), args.out, split, class_names=CLASS_NAMES)
-    print(f"wrote {args.train_images} train and {args.test_images} test images to {args.out}")
+    write_set(argv, __doc__.split("\n")[0], CLASS_NAMES, make_image, train_images=1000)
 
 
 if __name__ == "__main__":
