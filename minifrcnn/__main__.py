@@ -20,6 +20,7 @@ import sys
 import time
 
 from .backend import DeviceError, resolve_device
+from .backbones import start_weights
 from .config import ITERS_FROM_PRETRAINED, Config
 from .data.voc import MissingSplit
 from .train import TrainingDiverged
@@ -204,10 +205,10 @@ def _train_in_locked_folder(args, device):
         raise ValueError(f"training split of {args.data_dir or args.dataset} is empty")
     cfg = config_for_data(samples, class_names, seed=args.seed, min_size=args.min_size,
                           max_size=args.max_size, flip=not args.no_flip)
-    start_weights = backbone_start(args.backbone_weights, cfg)     # a file, or None: random
+    start = start_weights(args.backbone_weights, cfg.backbone)     # a file, or None: random
     if args.iters is not None:
         cfg = cfg.with_iters(args.iters)        # the lr step moves with it, to 80%
-    elif start_weights is not None:
+    elif start is not None:
         cfg = cfg.with_iters(ITERS_FROM_PRETRAINED)
     for flag, value in (("--min-size", args.min_size), ("--max-size", args.max_size)):
         if value is not None and value < cfg.feat_stride:
@@ -219,11 +220,11 @@ def _train_in_locked_folder(args, device):
     check_images(samples, cfg)        # every image of every split the run uses is readable and
     check_images(test_set or (), cfg)     # big enough for the backbone, before any training
     start_model = None                          # a FasterRCNN whose backbone is loaded
-    if start_weights:                           # (a resume then loads its checkpoint over it)
+    if start:                                   # (a resume then loads its checkpoint over it)
         from .backbones import load_backbone_weights
         from .model import FasterRCNN
         start_model = FasterRCNN(cfg)
-        load_backbone_weights(start_model.backbone, start_weights)
+        load_backbone_weights(start_model.backbone, start)
     if args.overwrite and not args.resume:             # start again: the old run's files go
         for f in RUN_FILES:
             if os.path.exists(os.path.join(args.out, f)):
@@ -238,7 +239,7 @@ def _train_in_locked_folder(args, device):
           f"{schedule} of {cfg.images_per_batch} images, device {device}"
           + (f", {processes} processes (data-parallel)" if processes > 1 else "")
           + ("; resuming from the run's checkpoint" if args.resume else
-             f"; backbone from {os.path.relpath(start_weights)}" if start_weights else
+             f"; backbone from {os.path.relpath(start)}" if start else
              "; every weight random (from scratch)"))
     for f in EVAL_FILES:          # they evaluated the model that this training replaces
         if os.path.exists(os.path.join(args.out, f)):
@@ -268,22 +269,6 @@ def _train_in_locked_folder(args, device):
         return
     _evaluate_and_print(model, test_samples or read_samples(test_set), class_names,
                         os.path.join(args.out, "eval.json"), os.path.join(args.out, "pr_curves.png"))
-
-
-def backbone_start(flag, cfg):
-    """--backbone-weights: the npz file the backbone starts from, or None for random weights.
-
-    Not given: the preset's shipped pre-trained backbone (backbones.PRETRAINED), which plays
-    the paper's ImageNet start; "none": random weights, training from scratch."""
-    from .backbones import PRETRAINED
-    if flag is None:
-        shipped = PRETRAINED.get(cfg.backbone)
-        if shipped is not None and not os.path.exists(shipped):
-            raise ValueError(f"--backbone-weights: the shipped pre-trained backbone {shipped} is "
-                             "missing (it comes with the repository's data/ folder); give "
-                             "--backbone-weights none to train from random weights")
-        return shipped
-    return None if flag.lower() == "none" else flag
 
 
 def _training_processes(args, cfg, device):
@@ -325,7 +310,8 @@ def cmd_experiment(args):
     if device == "cuda" and jobs > 1:
         raise ValueError(f"--jobs {jobs}: the seeds share one GPU; use --jobs 1 with --device cuda")
     run_experiment(args.name, args.out, seeds=seeds, iters=iters, train_images=args.train_images,
-                   test_images=args.test_images, device=device, jobs=jobs)
+                   test_images=args.test_images, device=device, jobs=jobs,
+                   backbone_weights=args.backbone_weights)
 
 
 def cmd_evaluate(args):
@@ -491,7 +477,11 @@ def build_parser():
     s.add_argument("--out", default="runs/experiments", help="folder for the tables and plots")
     s.add_argument("--seeds", type=positive_int, default=2)
     s.add_argument("--iters", type=positive_int,
-                   help="training iterations per run (default: the small preset's, 3000)")
+                   help=f"training iterations per run (default: {ITERS_FROM_PRETRAINED} from a "
+                        f"pre-trained backbone, {Config.small().iters} from scratch)")
+    s.add_argument("--backbone-weights", metavar="NPZ",
+                   help="every detector's backbone starts from this npz; default: the shipped "
+                        "pre-trained one, as train's; none: random weights")
     s.add_argument("--train-images", type=positive_int, default=1000)
     s.add_argument("--test-images", type=positive_int, default=200)
     s.add_argument("--quick", action="store_true", help="1 seed, 150 iterations: a dry run")

@@ -67,6 +67,23 @@ PRETRAINED = {"small4": os.path.join(os.path.dirname(os.path.dirname(os.path.abs
                                      "data", "small4_backbone.npz")}
 
 
+def start_weights(flag, name):
+    """Where the `name` backbone of a training starts (train's and experiment's --backbone-weights).
+
+    flag None: the shipped pre-trained weights of that backbone (PRETRAINED; None if it has
+    none), as the paper starts from ImageNet; "none": None, random weights; otherwise flag, the
+    npz file to start from. A missing shipped file is a ValueError that says so.
+    """
+    if flag is None:
+        shipped = PRETRAINED.get(name)
+        if shipped is not None and not os.path.exists(shipped):
+            raise ValueError(f"--backbone-weights: the shipped pre-trained backbone {shipped} is "
+                             "missing (it comes with the repository's data/ folder); give "
+                             "--backbone-weights none to train from random weights")
+        return shipped
+    return None if flag.lower() == "none" else flag
+
+
 def backbone_stride(name):
     """Pixels of the input per cell of the output feature map."""
     return _spec(name)["stride"]

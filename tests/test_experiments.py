@@ -13,10 +13,22 @@ TINY = {"backbone": "tiny", "head_hidden": 16, "roi_output_size": 3, "rpn_batch_
         "roi_batch_size": 16}
 
 
+@pytest.fixture(scope="module")
+def tiny_start(tmp_path_factory):
+    """Weights for the tiny backbone: the start the experiments load (the shipped one is small4's)."""
+    import numpy as np
+    from minifrcnn.backbones import build_backbone
+    path = str(tmp_path_factory.mktemp("start") / "tiny_backbone.npz")
+    np.savez(path, **build_backbone("tiny", np.random.default_rng(7)).state_dict())
+    return path
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_runner_writes_its_table(name, tmp_path):
+def test_runner_writes_its_table(name, tmp_path, tiny_start):
     result = run_experiment(name, str(tmp_path), seeds=1, iters=2, train_images=6,
-                            test_images=4, log=lambda *_: None, config_changes=TINY)
+                            test_images=4, log=lambda *_: None, config_changes=TINY,
+                            backbone_weights=tiny_start)
+    assert result["start"] == "tiny_backbone.npz"
     labels = [s["variant"] for s in result["summary"]]
     assert len(labels) == len(experiments._variants(name)) and len(set(labels)) == len(labels)
     for s in result["summary"]:
@@ -70,3 +82,32 @@ def test_the_command_line_does_not_replace_earlier_results(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lambda.json" in err and "--overwrite" in err
     assert (tmp_path / "lambda.json").read_text() == "{}"
+
+
+def test_every_detector_starts_from_the_experiments_start(tmp_path, tiny_start, monkeypatch):
+    """The start's weights are in every variant's backbone when its training begins (random
+    weights only where the variant says so), and the pretrain experiment needs a start."""
+    import numpy as np
+    from minifrcnn.npz import read_npz
+    start = read_npz(tiny_start, "backbone weights")
+    began = []
+    real_train = experiments.train
+
+    def train_and_look(cfg, data, folder, model=None, **kwargs):
+        state = model.backbone.state_dict()
+        began.append(all(np.array_equal(state[k], start[k]) for k in start))
+        return real_train(cfg, data, folder, model=model, **kwargs)
+    monkeypatch.setattr(experiments, "train", train_and_look)
+    result = run_experiment("pretrain", str(tmp_path), seeds=1, iters=2, train_images=6,
+                            test_images=4, log=lambda *_: None, config_changes=TINY,
+                            backbone_weights=tiny_start)
+    assert [r["variant"] for r in result["runs"]] == [v[0] for v in experiments._variants("pretrain")]
+    assert began == [False, True, False]        # random weights; the start; this set's crops
+    began.clear()
+    run_experiment("lambda", str(tmp_path / "l"), seeds=1, iters=2, train_images=6,
+                   test_images=4, log=lambda *_: None, config_changes=TINY,
+                   backbone_weights=tiny_start)
+    assert began == [True] * 4
+    with pytest.raises(ValueError, match="pretrain"):
+        run_experiment("pretrain", str(tmp_path / "p"), seeds=1, iters=2, log=lambda *_: None,
+                       config_changes=TINY, backbone_weights="none")

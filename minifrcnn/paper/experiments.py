@@ -5,9 +5,11 @@
     python -m minifrcnn experiment lambda      # lambda in {0.1, 1, 10, 100} (Table 9)
     python -m minifrcnn experiment proposals   # 50/100/300/1000 test proposals, NMS or not (Table 2)
     python -m minifrcnn experiment sharing     # shared vs unshared conv features
-    python -m minifrcnn experiment pretrain    # backbone from scratch vs pre-trained on crops
-    ... --seeds 2 --iters 3000 --out runs/experiments     (--quick: 1 seed, 150 iterations)
-        (--iters: by default the small preset's schedule from random weights, Config.small().iters = 3000)
+    python -m minifrcnn experiment pretrain    # random weights vs the shipped backbone vs this set's crops
+    ... --seeds 2 --iters 1500 --out runs/experiments     (--quick: 1 seed, 150 iterations)
+        (every detector starts as the command line's train does: the backbone from the shipped
+        data/small4_backbone.npz and 1500 iterations (config.ITERS_FROM_PRETRAINED);
+        --backbone-weights none: random weights and the preset's 3000 iterations)
     ... --jobs 2      the seeds in 2 processes at once (the default on a CPU: min(seeds, cores))
 
 Each writes <out>/<name>.md (a markdown table: mean and standard deviation over seeds),
@@ -22,8 +24,9 @@ import time
 
 import numpy as np
 
+from ..backbones import load_backbone_weights, start_weights
 from ..backend import one_blas_thread_in_new_processes, to_device
-from ..config import Config, config_for_data
+from ..config import ITERS_FROM_PRETRAINED, Config, config_for_data
 from ..data import shapes
 from ..data.transforms import prepare_batch
 from ..evaluate import evaluate_detections
@@ -87,30 +90,44 @@ def _variants(name):
         return [("shared (4-step)", {}, "alternating", {}),
                 ("unshared (steps 1-2)", {}, "alternating", {"unshared": True})]
     if name == "pretrain":
-        return [("scratch", {}, "joint", {}), ("pre-trained backbone", {}, "pretrained", {})]
+        # the experiment's start (by default the shipped backbone, pre-trained on a third set)
+        # against random weights and against a backbone pre-trained on this set's own crops
+        return [("random weights", {}, "random", {}),
+                ("pre-trained on a third set (the start)", {}, "joint", {}),
+                ("pre-trained on this set's crops", {}, "pretrained", {})]
     raise ValueError(f"experiment {name!r}: expected one of {', '.join(NAMES)}")
 
 
 def run_experiment(name, out_dir, seeds=2, iters=None, train_images=1000, test_images=200,
-                   device="cpu", log=print, jobs=1, config_changes=None):
+                   device="cpu", log=print, jobs=1, config_changes=None, backbone_weights=None):
     """Run every variant of experiment `name` for each seed; write and return the results.
 
     jobs > 1: the seeds run in that many worker processes at once, each with one BLAS thread
     (on 2 CPU cores two single-threaded trainings do about 1.5 times the work of one training
     with two threads: most of a step is too small to keep two threads busy). A run is the same
     function of its seed either way, given the BLAS thread count.
-    iters: training iterations per detector; None: the small preset's schedule
-    (Config.small().iters: 3000 iterations from random weights, the start every experiment
-    uses), where the joint detector has converged.
+    backbone_weights: where every detector's backbone starts, as `train --backbone-weights`
+    (backbones.start_weights): None, the shipped pre-trained backbone (the command line's
+    default); "none", random weights; or an npz file.
+    iters: training iterations per detector; None: the command line's schedule for that start
+    (1500 from a pre-trained backbone, config.ITERS_FROM_PRETRAINED; 3000 from random weights,
+    Config.small().iters), after which the joint detector's curve is flat.
     config_changes: Config fields changed in every variant (the tests train a tiny model).
     """
-    iters = Config.small().iters if iters is None else iters
     variants = _variants(name)                                  # a ValueError for a bad name, now
+    backbone = (config_changes or {}).get("backbone", Config.small().backbone)
+    start = start_weights(backbone_weights, backbone)            # a file, or None: random weights
+    if name == "pretrain" and start is None:
+        raise ValueError("experiment pretrain: it compares a pre-trained start with random "
+                         "weights; give it a start (not --backbone-weights none)")
+    if iters is None:
+        iters = ITERS_FROM_PRETRAINED if start else Config.small().iters
     os.makedirs(out_dir, exist_ok=True)
     settings = {"experiment": name, "seeds": seeds, "iters": iters, "train_images": train_images,
-                "test_images": test_images}
+                "test_images": test_images,
+                "start": os.path.basename(start) if start else "random weights"}
     partial = os.path.join(out_dir, f"{name}.partial.json")   # the runs finished so far
-    tasks = [(name, seed, out_dir, iters, train_images, test_images, device, config_changes)
+    tasks = [(name, seed, out_dir, iters, train_images, test_images, device, config_changes, start)
              for seed in range(seeds)]
     try:
         if jobs <= 1:
@@ -130,7 +147,7 @@ def run_experiment(name, out_dir, seeds=2, iters=None, train_images=1000, test_i
     for path in [partial] + [os.path.join(out_dir, f"{name}.partial.seed{seed}.json") for seed in range(seeds)]:
         if os.path.exists(path):
             os.remove(path)
-    table = format_table(name, summary, seeds, iters)
+    table = format_table(name, summary, seeds, iters, settings["start"])
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(table + "\n")
     plot_summary(name, summary, os.path.join(out_dir, f"{name}.png"))
@@ -139,7 +156,7 @@ def run_experiment(name, out_dir, seeds=2, iters=None, train_images=1000, test_i
 
 
 def run_seed(name, seed, out_dir, iters, train_images, test_images, device, config_changes=None,
-             log=print, finished=None):
+             start=None, log=print, finished=None):
     """Every variant of experiment `name` with one seed: the list of its runs, in variant order.
 
     Variants that train the same thing (the proposals experiment tests one model five ways)
@@ -159,7 +176,7 @@ def run_seed(name, seed, out_dir, iters, train_images, test_images, device, conf
         key = (json.dumps(overrides, sort_keys=True), scheme)
         if key not in trained:
             trained[key] = _train_variant(name, label, overrides, scheme, data, out_dir,
-                                          seed, iters, device, log)
+                                          seed, iters, device, start)
         model, seconds, extra = trained[key]
         test_args = dict(test_args)
         if test_args.pop("unshared", False):
@@ -187,7 +204,10 @@ def _write_json(path, data):
     os.replace(path + ".tmp", path)
 
 
-def _train_variant(name, label, overrides, scheme, data, out_dir, seed, iters, device, log):
+def _train_variant(name, label, overrides, scheme, data, out_dir, seed, iters, device, start):
+    """Train one variant: (model, training seconds, extra). start: the backbone's npz or None
+    (random weights); the pretrain experiment's schemes choose their own start."""
+    from ..model import FasterRCNN
     overrides = dict(overrides)
     iters = iters * overrides.pop("iters_factor", 1)      # a longer run for this variant
     cfg = config_for_data(data, shapes.CLASS_NAMES, seed=seed, **overrides).with_iters(iters)
@@ -195,26 +215,25 @@ def _train_variant(name, label, overrides, scheme, data, out_dir, seed, iters, d
     quiet = {"progress": False, "log": lambda *_: None, "device": device,
              "checkpoint_every": max(iters, 1)}
     t0 = time.time()
-    extra = {}
-    if scheme == "alternating":
-        from ..model import FasterRCNN
-        from .alternating import train_alternating
-        model = train_alternating(cfg, data, folder, **quiet)
-        extra["step1"] = FasterRCNN.load(os.path.join(folder, "step1", "model.npz"), device=device)
-        extra["step2"] = FasterRCNN.load(os.path.join(folder, "step2", "model.npz"), device=device)
-    elif scheme == "pretrained":
-        from ..backbones import load_backbone_weights
-        from ..model import FasterRCNN
+    if scheme == "pretrained":                     # pre-trained here, on this set's own crops
         from .pretrain import pretrain_backbone
         os.makedirs(folder, exist_ok=True)
-        weights = os.path.join(folder, "backbone.npz")
-        pretrain_backbone(cfg, data, weights, iters=max(iters // 2, 1), device=device,
+        start = os.path.join(folder, "backbone.npz")
+        pretrain_backbone(cfg, data, start, iters=max(iters // 2, 1), device=device,
                           log=lambda *_: None)
-        start = FasterRCNN(cfg)
-        load_backbone_weights(start.backbone, weights)
-        model = train(cfg, data, folder, model=start, **quiet)
+    elif scheme == "random":
+        start = None
+    model = FasterRCNN(cfg)                       # random weights, unless a start is loaded
+    if start:
+        load_backbone_weights(model.backbone, start)
+    extra = {}
+    if scheme == "alternating":
+        from .alternating import train_alternating
+        model = train_alternating(cfg, data, folder, start_model=model, **quiet)
+        extra["step1"] = FasterRCNN.load(os.path.join(folder, "step1", "model.npz"), device=device)
+        extra["step2"] = FasterRCNN.load(os.path.join(folder, "step2", "model.npz"), device=device)
     else:
-        model = train(cfg, data, folder, **quiet)
+        model = train(cfg, data, folder, model=model, **quiet)
     return model, time.time() - t0, extra
 
 
@@ -230,8 +249,8 @@ def summarise(runs, labels):
     return out
 
 
-def format_table(name, summary, seeds, iters):
-    lines = [f"### {name} ({seeds} seed(s), {iters} iterations each)", "",
+def format_table(name, summary, seeds, iters, start="random weights"):
+    lines = [f"### {name} ({seeds} seed(s), {iters} iterations each, from {start})", "",
              "| variant | mAP@0.5 mean | std | train time (s) |", "|---|---:|---:|---:|"]
     for s in summary:
         lines.append(f"| {s['variant']} | {s['map_mean']:.4f} | {s['map_std']:.4f} | "
