@@ -249,7 +249,8 @@ def summarise(runs, labels):
     return out
 
 
-def format_table(name, summary, seeds, iters, start="random weights"):
+def format_table(name, summary, seeds, iters, start):
+    """The markdown table of an experiment; start: where its backbones started (its JSON's "start")."""
     lines = [f"### {name} ({seeds} seed(s), {iters} iterations each, from {start})", "",
              "| variant | mAP@0.5 mean | std | train time (s) |", "|---|---:|---:|---:|"]
     for s in summary:
