@@ -111,7 +111,7 @@ def run_experiment(name, out_dir, seeds=2, iters=None, train_images=1000, test_i
     default); "none", random weights; or an npz file.
     iters: training iterations per detector; None: the command line's schedule for that start
     (1500 from a pre-trained backbone, config.ITERS_FROM_PRETRAINED; 3000 from random weights,
-    Config.small().iters), after which the joint detector's curve is flat.
+    Config.small().iters): near the joint detector's plateau for that start (docs/EXPERIMENTS.md).
     config_changes: Config fields changed in every variant (the tests train a tiny model).
     """
     variants = _variants(name)                                  # a ValueError for a bad name, now
