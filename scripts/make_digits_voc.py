@@ -87,6 +87,16 @@ def _glyph_mask(rng, char, h, w):
     return mask
 
 
+def far_colour(rng, other):
+    """An RGB colour at least MIN_CONTRAST from `other` (a few tries)."""
+    colour = rng.uniform(0, 255, 3)
+    for _ in range(20):
+        if np.linalg.norm(colour - other) >= MIN_CONTRAST:
+            break
+        colour = rng.uniform(0, 255, 3)
+    return colour
+
+
 def make_image(rng):
     """One image: (image (h, w, 3) uint8, boxes (G, 4) float32, labels (G,) int64 in 1..10)."""
     h, w = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
@@ -103,13 +113,7 @@ def make_image(rng):
                 continue
             if any((m & mask).sum() > MAX_HIDDEN * m.sum() for m in masks):
                 continue                                      # would hide too much of one
-            under = image[mask].mean(axis=0)                  # background colour under it
-            colour = rng.uniform(0, 255, 3)
-            for _ in range(20):
-                if np.linalg.norm(colour - under) >= MIN_CONTRAST:
-                    break
-                colour = rng.uniform(0, 255, 3)
-            image[mask] = colour
+            image[mask] = far_colour(rng, image[mask].mean(axis=0))   # from the colour under it
             masks = [m & ~mask for m in masks] + [mask]       # later glyphs hide earlier ones
             labels.append(int(char) + 1 if char.isdigit() else 0)
             break

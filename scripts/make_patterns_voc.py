@@ -27,7 +27,7 @@ Same seed, same bytes: image i of a split is drawn from default_rng([seed, crc32
 import numpy as np
 from PIL import Image, ImageDraw
 
-from make_digits_voc import MAX_HIDDEN, MIN_CONTRAST, background, noisy, write_set  # same folder
+from make_digits_voc import MAX_HIDDEN, background, far_colour, noisy, write_set  # same folder
 
 CLASS_NAMES = ("hstripes", "vstripes", "diagonal", "zigzag", "checker", "dots", "grid",
                "rings", "waves", "speckle")
@@ -101,16 +101,6 @@ def outline(rng, h, w):
     return mask if mask.sum() >= 40 else None
 
 
-def _far_colour(rng, other):
-    """An RGB colour at least MIN_CONTRAST from `other` (a few tries)."""
-    colour = rng.uniform(0, 255, 3)
-    for _ in range(20):
-        if np.linalg.norm(colour - other) >= MIN_CONTRAST:
-            break
-        colour = rng.uniform(0, 255, 3)
-    return colour
-
-
 def make_image(rng):
     """One image: (image (h, w, 3) uint8, boxes (G, 4) float32, labels (G,) int64 in 1..10)."""
     h, w = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, 2))
@@ -123,8 +113,8 @@ def make_image(rng):
                 continue
             ys, xs = np.nonzero(mask)
             texture = pattern(CLASS_NAMES[label - 1], rng, h, w, (xs.mean(), ys.mean()))
-            first = _far_colour(rng, image[mask].mean(axis=0))
-            second = _far_colour(rng, first)
+            first = far_colour(rng, image[mask].mean(axis=0))
+            second = far_colour(rng, first)
             image[mask & texture] = first
             image[mask & ~texture] = second
             masks = [m & ~mask for m in masks] + [mask]                 # later patches hide
